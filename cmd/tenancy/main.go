@@ -1,0 +1,108 @@
+// Command tenancy runs and administers a tenancy installation.
+//
+//	tenancy demo                      start an embedded PostgreSQL, create one tenant per model, show them
+//	tenancy servers add|list          the servers of the data plane
+//	tenancy tenants create|list|show  the tenants
+//
+// Connection settings come from --database-url or TENANCY_DATABASE_URL (the
+// catalog database); with neither, the embedded PostgreSQL in --data-dir.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tenancyhq/tenancy"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+	err := m.Run(ctx, os.Args[1:])
+	m.Close()
+	if err != nil {
+		if !errors.Is(err, errUsage) {
+			fmt.Fprintln(os.Stderr, "tenancy:", err)
+		}
+		os.Exit(exitCode(err))
+	}
+}
+
+// exitCode tells kinds of failure apart for scripts: 2 bad usage or input,
+// 3 not found, 4 conflict, 1 anything else.
+func exitCode(err error) int {
+	if errors.Is(err, errUsage) {
+		return 2
+	}
+	switch tenancy.ErrorCode(err) {
+	case tenancy.CodeInvalid:
+		return 2
+	case tenancy.CodeNotFound:
+		return 3
+	case tenancy.CodeConflict:
+		return 4
+	}
+	return 1
+}
+
+var errUsage = errors.New("usage")
+
+const usage = `tenancy — multi-tenant SaaS on PostgreSQL
+
+Usage:
+  tenancy demo                         start the embedded PostgreSQL (unless TENANCY_DATABASE_URL is set),
+                                       create one tenant per isolation model with sample data, print them
+  tenancy servers add NAME --dsn URL [--region R] [--capacity N]
+  tenancy servers list [--json]
+  tenancy tenants create SLUG --model shared|schema|database [--name N] [--tier T] [--server S] [--json]
+  tenancy tenants list [--json]
+  tenancy tenants show SLUG [--json]
+
+Common flags:
+  --database-url URL   the catalog database (default: $TENANCY_DATABASE_URL, else the embedded PostgreSQL)
+  --data-dir DIR       the embedded PostgreSQL's data directory (default: $TENANCY_DATA_DIR, else a per-user directory)
+  --migrations DIR     the tenant data model's migrations (default: the example CRM's)
+`
+
+// Main is the binary, reusable by end-to-end tests.
+type Main struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+
+	closers []func()
+}
+
+// Close releases what Run opened (connections, the embedded PostgreSQL).
+func (m *Main) Close() {
+	for i := len(m.closers) - 1; i >= 0; i-- {
+		m.closers[i]()
+	}
+	m.closers = nil
+}
+
+// Run runs one command.
+func (m *Main) Run(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(m.Stdout, usage)
+		if len(args) == 0 {
+			return errUsage
+		}
+		return nil
+	}
+	switch args[0] {
+	case "demo":
+		return m.runDemo(ctx, args[1:])
+	case "servers":
+		return m.runServers(ctx, args[1:])
+	case "tenants":
+		return m.runTenants(ctx, args[1:])
+	}
+	fmt.Fprintf(m.Stderr, "tenancy: unknown command %q\n\n%s", args[0], usage)
+	return errUsage
+}

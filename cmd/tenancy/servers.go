@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/tenancyhq/tenancy"
+)
+
+func (m *Main) runServers(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(m.Stderr, usage)
+		return errUsage
+	}
+	var c common
+	var dsn, region string
+	var capacity int
+	fs := m.flags("servers "+args[0], &c)
+	fs.StringVar(&dsn, "dsn", "", "administrative postgres:// URL of the server's shared database")
+	fs.StringVar(&region, "region", "", "region, for placement")
+	fs.IntVar(&capacity, "capacity", 1000, "how many tenants to place on it")
+	pos, err := parse(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	switch args[0] {
+	case "add":
+		if len(pos) != 1 || dsn == "" {
+			return m.usageError("servers add NAME --dsn URL [--region R] [--capacity N]")
+		}
+		s := &tenancy.Server{Name: pos[0], DSN: dsn, Region: region, Capacity: capacity}
+		if err := tenancy.ValidateName("server name", s.Name); err != nil {
+			return err
+		}
+		p, _, err := m.open(ctx, &c)
+		if err != nil {
+			return err
+		}
+		if err := p.AddServer(ctx, s); err != nil {
+			return err
+		}
+		return m.printServers(c.json, s)
+	case "list":
+		p, _, err := m.open(ctx, &c)
+		if err != nil {
+			return err
+		}
+		ss, err := p.Catalog.Servers(ctx)
+		if err != nil {
+			return err
+		}
+		return m.printServers(c.json, ss...)
+	}
+	return m.usageError("servers add|list")
+}
+
+func (m *Main) printServers(asJSON bool, ss ...*tenancy.Server) error {
+	if asJSON {
+		return writeJSON(m.Stdout, ss)
+	}
+	w := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tREGION\tCAPACITY")
+	for _, s := range ss {
+		fmt.Fprintf(w, "%s\t%s\t%d\n", s.Name, s.Region, s.Capacity)
+	}
+	return w.Flush()
+}

@@ -1,0 +1,160 @@
+// Package datamodel declares the application's tenant tables as versioned SQL
+// migrations and protects them.
+//
+// The application writes plain CREATE TABLE statements. A table becomes a
+// tenant table by having a tenant_id uuid column, and its primary key must start
+// with tenant_id. After every migration, in the same transaction, the library
+// enables and forces Row-Level Security on each tenant table, writes its
+// isolation policy (USING and WITH CHECK on tenant_id), grants the tenant's role
+// its rows, and — in a tenant's own schema or database — pins tenant_id to the
+// tenant with a CHECK constraint. A migration that would leave a tenant table
+// unprotectable (tenant_id not a uuid, a primary key without it) is refused and
+// rolled back.
+//
+// The same migrations run in every isolation model: on the shared tables, in
+// each tenant schema and in each tenant database.
+package datamodel
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenancyhq/tenancy/internal/dataplane"
+	"github.com/tenancyhq/tenancy/internal/sqlmigrate"
+)
+
+// VersionTable is the table, in each target schema, that records applied migrations.
+const VersionTable = "tenancy_migrations"
+
+// PolicyName is the name of the isolation policy on every tenant table.
+const PolicyName = "tenancy_isolation"
+
+// PinConstraint is the name of the CHECK constraint that pins tenant_id in a
+// tenant's own schema or database.
+const PinConstraint = "tenancy_tenant_pin"
+
+// Model is a tenant data model: its migrations, in version order.
+type Model struct {
+	migrations []sqlmigrate.Migration
+}
+
+// Load reads a data model from the *.sql files at the root of fsys, named
+// NNN_description.sql (for example 001_create_contacts.sql).
+func Load(fsys fs.FS) (*Model, error) {
+	ms, err := sqlmigrate.Load(fsys)
+	if err != nil {
+		return nil, fmt.Errorf("load data model: %w", err)
+	}
+	return &Model{migrations: ms}, nil
+}
+
+// Latest is the version of the newest migration, 0 for an empty model.
+func (m *Model) Latest() int {
+	if len(m.migrations) == 0 {
+		return 0
+	}
+	return m.migrations[len(m.migrations)-1].Version
+}
+
+// Target is where a data model is applied: a schema, the role that may use its
+// tenant tables, and, for a tenant's own schema or database, the tenant.
+type Target struct {
+	// Schema holds the tenant tables.
+	Schema string
+	// Grantee is the role granted the tenant tables: the application role for
+	// the shared tables, the tenant's role otherwise.
+	Grantee string
+	// Tenant pins tenant_id in a tenant's own schema or database; uuid.Nil for
+	// the shared tables.
+	Tenant uuid.UUID
+}
+
+// ApplyTx brings target to the latest version in tx, an administrative
+// transaction on the target's database, then protects every tenant table. It
+// returns how many migrations it applied. Concurrent appliers of one target take
+// turns on an advisory lock.
+func (m *Model) ApplyTx(ctx context.Context, tx pgx.Tx, target Target) (int, error) {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('tenancy.migrate:' || $1))`, target.Schema); err != nil {
+		return 0, fmt.Errorf("lock schema %s for migration: %w", target.Schema, err)
+	}
+	if err := dataplane.EnsureSchema(ctx, tx, target.Schema, target.Grantee); err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1, true)`, dataplane.Ident(target.Schema)); err != nil {
+		return 0, fmt.Errorf("set search_path: %w", err)
+	}
+	done, err := sqlmigrate.Apply(ctx, tx, dataplane.Ident(target.Schema, VersionTable), m.migrations)
+	if err != nil {
+		return 0, fmt.Errorf("schema %s: %w", target.Schema, err)
+	}
+	if err := Protect(ctx, tx, target); err != nil {
+		return 0, err
+	}
+	return len(done), nil
+}
+
+// Protect enables and forces Row-Level Security, writes the isolation policy,
+// grants and pins every tenant table of target's schema. It is idempotent; it
+// fails, naming the table, when a tenant table cannot be protected.
+func Protect(ctx context.Context, tx pgx.Tx, target Target) error {
+	rows, err := tx.Query(ctx, `
+		SELECT c.relname, a.atttypid = 'uuid'::regtype,
+		       COALESCE((SELECT k.conkey[1] = a.attnum FROM pg_constraint k
+		                 WHERE k.conrelid = c.oid AND k.contype = 'p'), false),
+		       EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.conname = $2)
+		FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+		WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
+		ORDER BY c.relname`, target.Schema, PinConstraint)
+	if err != nil {
+		return fmt.Errorf("find tenant tables in %s: %w", target.Schema, err)
+	}
+	type table struct {
+		name           string
+		isUUID, pkLead bool
+		pinned         bool
+	}
+	tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (table, error) {
+		var t table
+		err := r.Scan(&t.name, &t.isUUID, &t.pkLead, &t.pinned)
+		return t, err
+	})
+	if err != nil {
+		return fmt.Errorf("find tenant tables in %s: %w", target.Schema, err)
+	}
+	for _, t := range tables {
+		if !t.isUUID {
+			return fmt.Errorf("tenant table %s: tenant_id must be of type uuid", t.name)
+		}
+		if !t.pkLead {
+			return fmt.Errorf("tenant table %s: the primary key must start with tenant_id, e.g. PRIMARY KEY (tenant_id, id)", t.name)
+		}
+		rel := dataplane.Ident(target.Schema, t.name)
+		check := "(tenant_id = (SELECT tenancy.current_tenant_id()))"
+		stmts := []string{
+			"ALTER TABLE " + rel + " ENABLE ROW LEVEL SECURITY",
+			"ALTER TABLE " + rel + " FORCE ROW LEVEL SECURITY",
+			"DROP POLICY IF EXISTS " + PolicyName + " ON " + rel,
+			"CREATE POLICY " + PolicyName + " ON " + rel + " USING " + check + " WITH CHECK " + check,
+			"GRANT SELECT, INSERT, UPDATE, DELETE ON " + rel + " TO " + dataplane.Ident(target.Grantee),
+		}
+		if target.Tenant != uuid.Nil && !t.pinned {
+			stmts = append(stmts, "ALTER TABLE "+rel+" ADD CONSTRAINT "+PinConstraint+
+				" CHECK (tenant_id = '"+target.Tenant.String()+"'::uuid)")
+		}
+		for _, s := range stmts {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return fmt.Errorf("protect tenant table %s: %w", t.name, err)
+			}
+		}
+	}
+	if _, err := tx.Exec(ctx, "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "+dataplane.Ident(target.Schema)+" TO "+dataplane.Ident(target.Grantee)); err != nil {
+		return fmt.Errorf("grant sequences in %s: %w", target.Schema, err)
+	}
+	return nil
+}

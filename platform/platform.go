@@ -1,0 +1,154 @@
+// Package platform opens everything a tenancy process needs from one Config:
+// the catalog and its cache, the router and the provisioner. It is what an
+// application and the tenancy binary start with.
+//
+//	p, err := platform.Open(ctx, platform.Config{CatalogURL: url, DataModel: migrations})
+//	...
+//	t, err := p.CreateTenant(ctx, &provision.CreateOpts{Slug: "acme", Model: tenancy.ModelSchema})
+//	ctx = tenancy.WithTenant(ctx, t)
+//	err = p.Router.Tx(ctx, func(tx pgx.Tx) error { ... })
+package platform
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"time"
+
+	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/catalog"
+	"github.com/tenancyhq/tenancy/datamodel"
+	"github.com/tenancyhq/tenancy/provision"
+	"github.com/tenancyhq/tenancy/router"
+)
+
+// Config configures a Platform.
+type Config struct {
+	// CatalogURL is the catalog database, a postgres:// URL. Required.
+	CatalogURL string
+	// DataModel holds the tenant data model's migrations (see datamodel.Load). Required.
+	DataModel fs.FS
+	// AppRole is the role tenant transactions run as. Default "tenancy_app".
+	AppRole string
+	// AppPassword is AppRole's password, when servers need one.
+	AppPassword string
+	// MaxConnsPerServer is each server's connection budget. Default 50.
+	MaxConnsPerServer int
+	// CacheTTL bounds how long a cached tenant is trusted without a
+	// notification from the catalog. Default 30s.
+	CacheTTL time.Duration
+	// Logger receives what the library does not return. Nil: discard.
+	Logger *slog.Logger
+}
+
+// Platform is an open tenancy installation.
+type Platform struct {
+	Catalog     *catalog.Catalog
+	Cache       *catalog.Cache
+	Router      *router.Router
+	Provisioner *provision.Provisioner
+	Model       *datamodel.Model
+}
+
+// Open connects to the catalog, creates or upgrades its tables, starts
+// following its changes, and returns the platform.
+func Open(ctx context.Context, cfg Config) (*Platform, error) {
+	if cfg.CatalogURL == "" {
+		return nil, tenancy.Errorf(tenancy.CodeInvalid, "platform: a catalog URL is required")
+	}
+	if cfg.DataModel == nil {
+		return nil, tenancy.Errorf(tenancy.CodeInvalid, "platform: a data model is required")
+	}
+	if cfg.AppRole == "" {
+		cfg.AppRole = "tenancy_app"
+	}
+	model, err := datamodel.Load(cfg.DataModel)
+	if err != nil {
+		return nil, err
+	}
+	cat, err := catalog.Open(ctx, cfg.CatalogURL)
+	if err != nil {
+		return nil, err
+	}
+	p := &Platform{Catalog: cat, Model: model}
+	if err := p.open(ctx, cfg); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Platform) open(ctx context.Context, cfg Config) error {
+	if err := p.Catalog.Migrate(ctx); err != nil {
+		return err
+	}
+	key, err := p.Catalog.TenantKey(ctx)
+	if err != nil {
+		return err
+	}
+	p.Cache = catalog.NewCache(p.Catalog, catalog.CacheConfig{TTL: cfg.CacheTTL, Logger: cfg.Logger})
+	if err := p.Cache.Start(ctx); err != nil {
+		p.Cache = nil
+		return fmt.Errorf("follow catalog changes: %w", err)
+	}
+	p.Router, err = router.New(router.Config{
+		Resolver:          p.Cache,
+		Servers:           p.Catalog,
+		Key:               key,
+		AppRole:           cfg.AppRole,
+		AppPassword:       cfg.AppPassword,
+		MaxConnsPerServer: cfg.MaxConnsPerServer,
+		Logger:            cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	p.Provisioner, err = provision.New(provision.Config{
+		Catalog: p.Catalog, Model: p.Model, Key: key, AppRole: cfg.AppRole, AppPassword: cfg.AppPassword,
+	})
+	return err
+}
+
+// Close stops following the catalog and closes every connection.
+func (p *Platform) Close() {
+	if p.Router != nil {
+		p.Router.Close()
+	}
+	if p.Cache != nil {
+		p.Cache.Close()
+	}
+	p.Catalog.Close()
+}
+
+// AddServer prepares a server of the data plane (application role, tenancy
+// schema, shared tables) and records it in the catalog.
+func (p *Platform) AddServer(ctx context.Context, s *tenancy.Server) error {
+	if err := tenancy.ValidateName("server name", s.Name); err != nil {
+		return err
+	}
+	if err := p.Provisioner.BootstrapServer(ctx, s); err != nil {
+		return err
+	}
+	return p.Catalog.AddServer(ctx, s)
+}
+
+// CreateTenant creates a tenant and its storage; see provision.Provisioner.Create.
+func (p *Platform) CreateTenant(ctx context.Context, opts *provision.CreateOpts) (*tenancy.Tenant, error) {
+	return p.Provisioner.Create(ctx, opts)
+}
+
+// TenantContext returns ctx carrying the tenant with the given slug, for work
+// that does not come through the HTTP middleware (jobs, scripts). It fails
+// unless the tenant may be served.
+func (p *Platform) TenantContext(ctx context.Context, slug string) (context.Context, error) {
+	t, err := p.Cache.ResolveSlug(ctx, slug)
+	if err != nil {
+		return nil, err
+	}
+	if !t.Status.Servable() {
+		return nil, tenancy.Errorf(tenancy.CodeUnavailable, "tenant %q is %s", slug, t.Status)
+	}
+	return tenancy.WithTenant(ctx, t), nil
+}
+

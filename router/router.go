@@ -1,0 +1,391 @@
+package router
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/internal/connpool"
+	"github.com/tenancyhq/tenancy/internal/dataplane"
+)
+
+// Resolver returns the current catalog record of a tenant; the catalog's
+// Cache implements it.
+type Resolver interface {
+	ResolveID(ctx context.Context, id uuid.UUID) (*tenancy.Tenant, error)
+}
+
+// Servers returns a server of the data plane by name; the catalog implements it.
+type Servers interface {
+	Server(ctx context.Context, name string) (*tenancy.Server, error)
+}
+
+// Config configures a Router.
+type Config struct {
+	// Resolver gives each tenant's current placement and status. Required.
+	Resolver Resolver
+	// Servers gives the connection settings of each server. Required.
+	Servers Servers
+	// Key is the platform key that signs tenant settings (catalog.TenantKey).
+	// Required; at least 16 bytes.
+	Key []byte
+	// AppRole is the role the router connects as. It must not be a superuser,
+	// own tenant tables or bypass Row-Level Security. Required.
+	AppRole string
+	// AppPassword is AppRole's password, used when a server has no AppDSN.
+	AppPassword string
+	// MaxConnsPerServer is the connection budget of each server, across all of
+	// its databases. Default 50.
+	MaxConnsPerServer int
+	// MaxConnsPerDatabase caps one database's share of its server's budget.
+	// Default: MaxConnsPerServer.
+	MaxConnsPerDatabase int
+	// IdleTimeout closes connections idle for longer. Default 5 minutes.
+	IdleTimeout time.Duration
+	// Logger receives what the router does not return: admin transactions,
+	// discarded connections. Nil: discard.
+	Logger *slog.Logger
+}
+
+// Router runs transactions on tenants' data. It is safe for concurrent use.
+type Router struct {
+	cfg Config
+
+	mu      sync.Mutex
+	servers map[string]*serverPool
+	closed  bool
+}
+
+type serverPool struct {
+	conns *connpool.Manager[*pgx.Conn]
+}
+
+// New returns a Router. It connects lazily, on the first transaction of each database.
+func New(cfg Config) (*Router, error) {
+	switch {
+	case cfg.Resolver == nil:
+		return nil, errors.New("router: Config.Resolver is required")
+	case cfg.Servers == nil:
+		return nil, errors.New("router: Config.Servers is required")
+	case len(cfg.Key) < 16:
+		return nil, errors.New("router: Config.Key must be at least 16 bytes")
+	case cfg.AppRole == "":
+		return nil, errors.New("router: Config.AppRole is required")
+	}
+	if cfg.MaxConnsPerServer <= 0 {
+		cfg.MaxConnsPerServer = 50
+	}
+	if cfg.MaxConnsPerDatabase <= 0 || cfg.MaxConnsPerDatabase > cfg.MaxConnsPerServer {
+		cfg.MaxConnsPerDatabase = cfg.MaxConnsPerServer
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 5 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Router{cfg: cfg, servers: map[string]*serverPool{}}, nil
+}
+
+// Close closes every connection. Transactions in flight finish first on their
+// connection, which is then closed.
+func (r *Router) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	for _, sp := range r.servers {
+		sp.conns.Close()
+	}
+}
+
+// TxOpts are the optional settings of a transaction. Nil means defaults: read
+// write, the server's default isolation level.
+type TxOpts struct {
+	// ReadOnly starts a READ ONLY transaction.
+	ReadOnly bool
+	// IsoLevel is the isolation level; empty means the server's default.
+	IsoLevel pgx.TxIsoLevel
+}
+
+// Tx runs fn in a transaction on the data of the tenant carried by ctx, and
+// commits if fn returns nil, or rolls back otherwise (also when fn panics; the
+// panic goes on). Without a tenant in ctx it returns an error with code
+// CodeNoTenant before any SQL runs.
+//
+// fn may be called a second time, on a fresh transaction, if its first
+// attempt failed only because a cached statement's result type changed under a
+// different tenant schema (SQLSTATE 0A000 "cached plan must not change result
+// type", seen while a fleet migration has reached some schemas but not others).
+// As with any retried transaction, fn must not have effects outside it.
+func (r *Router) Tx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return r.TxWith(ctx, nil, fn)
+}
+
+// TxWith is Tx with options.
+func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error) error {
+	id, ok := tenancy.TenantFromContext(ctx)
+	if !ok {
+		return tenancy.Errorf(tenancy.CodeNoTenant, "no tenant in context: refusing to run SQL without one (use tenancy.WithTenant, or the router's admin API for cross-tenant work)")
+	}
+	t, err := r.cfg.Resolver.ResolveID(ctx, id.ID)
+	if err != nil {
+		return err
+	}
+	if err := servable(t); err != nil {
+		return err
+	}
+	begin := r.beginSQL(ctx, t, opts)
+	for attempt := 0; ; attempt++ {
+		err := r.run(ctx, t.Placement, begin, fn)
+		if attempt == 0 && isCachedPlanChange(err) {
+			continue
+		}
+		return err
+	}
+}
+
+func servable(t *tenancy.Tenant) error {
+	switch t.Status {
+	case tenancy.StatusActive, tenancy.StatusMoving:
+		return nil
+	case tenancy.StatusSuspended:
+		return tenancy.Errorf(tenancy.CodeSuspended, "tenant %q is suspended", t.Slug)
+	case tenancy.StatusDeleted:
+		return tenancy.Errorf(tenancy.CodeGone, "tenant %q was deleted", t.Slug)
+	default:
+		return tenancy.Errorf(tenancy.CodeUnavailable, "tenant %q is %s", t.Slug, t.Status)
+	}
+}
+
+func (r *Router) run(ctx context.Context, p tenancy.Placement, begin string, fn func(pgx.Tx) error) (err error) {
+	lease, err := r.acquire(ctx, p)
+	if err != nil {
+		return err
+	}
+	conn := lease.Conn()
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{BeginQuery: begin})
+	if err != nil {
+		lease.Destroy()
+		return fmt.Errorf("begin tenant transaction: %w", err)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			lease.Destroy()
+			panic(p)
+		}
+	}()
+	if err = fn(tx); err != nil {
+		if rbErr := tx.Rollback(context.WithoutCancel(ctx)); rbErr != nil {
+			lease.Destroy()
+			return err
+		}
+		if isCachedPlanChange(err) {
+			// Forget every prepared statement of this connection, so that the
+			// retry prepares them again against the current schema.
+			if dErr := conn.DeallocateAll(ctx); dErr != nil {
+				lease.Destroy()
+				return err
+			}
+		}
+		lease.Release()
+		return err
+	}
+	if err = tx.Commit(ctx); err != nil {
+		lease.Release() // Release closes the connection unless it is idle and healthy
+		return fmt.Errorf("commit tenant transaction: %w", err)
+	}
+	lease.Release()
+	return nil
+}
+
+func isCachedPlanChange(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "cached plan must not change result type")
+}
+
+// beginSQL is BEGIN and the transaction's settings, sent in one round trip
+// with the simple protocol. Every value is either generated here (uuid, hex
+// signature), an identifier quoted by the driver's sanitizer, or a literal
+// quoted by dataplane.QuoteLiteral.
+func (r *Router) beginSQL(ctx context.Context, t *tenancy.Tenant, opts *TxOpts) string {
+	var b strings.Builder
+	b.Grow(512)
+	b.WriteString("BEGIN")
+	if opts != nil {
+		if opts.IsoLevel != "" {
+			b.WriteString(" ISOLATION LEVEL ")
+			b.WriteString(string(opts.IsoLevel))
+		}
+		if opts.ReadOnly {
+			b.WriteString(" READ ONLY")
+		}
+	}
+	id := t.ID.String()
+	b.WriteString("; SELECT set_config('app.tenant_id', '")
+	b.WriteString(id)
+	b.WriteString("', true), set_config('app.tenant_sig', '")
+	b.WriteString(Sign(r.cfg.Key, t.ID))
+	b.WriteString("', true), set_config('search_path', ")
+	b.WriteString(dataplane.QuoteLiteral(dataplane.Ident(t.Placement.Schema)))
+	b.WriteString(", true)")
+	if t.Model != tenancy.ModelShared {
+		b.WriteString(", set_config('role', ")
+		b.WriteString(dataplane.QuoteLiteral(t.Role()))
+		b.WriteString(", true)")
+	}
+	setting := func(name, value string) {
+		if value == "" {
+			return
+		}
+		b.WriteString(", set_config('")
+		b.WriteString(name)
+		b.WriteString("', ")
+		b.WriteString(dataplane.QuoteLiteral(clean(value)))
+		b.WriteString(", true)")
+	}
+	if a, ok := tenancy.ActorFromContext(ctx); ok {
+		setting("app.actor", a.String())
+	}
+	setting("app.request_id", tenancy.RequestIDFromContext(ctx))
+	if c, ok := tenancy.ClientFromContext(ctx); ok {
+		setting("app.client_ip", c.IP)
+		setting("app.user_agent", c.UserAgent)
+	}
+	return b.String()
+}
+
+// clean makes an outside string safe to store in a setting: valid UTF-8, no
+// NUL, at most 512 bytes.
+func clean(s string) string {
+	if len(s) > 512 {
+		s = s[:512]
+	}
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+}
+
+// Sign returns the signature of a tenant id with the platform key: what
+// tenancy.current_tenant_id() checks app.tenant_sig against.
+func Sign(key []byte, id uuid.UUID) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(id.String()))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func (r *Router) acquire(ctx context.Context, p tenancy.Placement) (connpool.Lease[*pgx.Conn], error) {
+	sp, err := r.server(ctx, p.Server)
+	if err != nil {
+		return connpool.Lease[*pgx.Conn]{}, err
+	}
+	lease, err := sp.conns.Acquire(ctx, p.Database)
+	if errors.Is(err, connpool.ErrBudgetExhausted) {
+		return lease, tenancy.Errorf(tenancy.CodeUnavailable, "server %q: %w", p.Server, err)
+	}
+	if err != nil {
+		return lease, fmt.Errorf("connect to %s/%s: %w", p.Server, p.Database, err)
+	}
+	return lease, nil
+}
+
+func (r *Router) server(ctx context.Context, name string) (*serverPool, error) {
+	r.mu.Lock()
+	sp, ok := r.servers[name]
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return nil, errors.New("router is closed")
+	}
+	if ok {
+		return sp, nil
+	}
+	s, err := r.cfg.Servers.Server(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	base, err := r.appConnConfig(s)
+	if err != nil {
+		return nil, err
+	}
+	cfg := connpool.PgxConfig(r.cfg.MaxConnsPerServer, func(db string) (*pgx.ConnConfig, error) {
+		c := base.Copy()
+		c.Database = db
+		return c, nil
+	})
+	cfg.MaxPerKey = r.cfg.MaxConnsPerDatabase
+	cfg.IdleTimeout = r.cfg.IdleTimeout
+	m, err := connpool.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if sp, ok := r.servers[name]; ok { // another caller won the race
+		m.Close()
+		return sp, nil
+	}
+	sp = &serverPool{conns: m}
+	r.servers[name] = sp
+	return sp, nil
+}
+
+// appConnConfig is the server's AppDSN, or its DSN with the application role's
+// credentials.
+func (r *Router) appConnConfig(s *tenancy.Server) (*pgx.ConnConfig, error) {
+	dsn := s.AppDSN
+	if dsn == "" {
+		u, err := url.Parse(s.DSN)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			return nil, fmt.Errorf("server %q: the DSN must be a postgres:// URL when no AppDSN is given", s.Name)
+		}
+		if r.cfg.AppPassword != "" {
+			u.User = url.UserPassword(r.cfg.AppRole, r.cfg.AppPassword)
+		} else {
+			u.User = url.User(r.cfg.AppRole)
+		}
+		dsn = u.String()
+	}
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("server %q: %w", s.Name, err)
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	return cfg, nil
+}
+
+// ForgetDatabase closes the pooled connections to one database (after it was
+// dropped or its tenant moved away); busy ones close when released.
+func (r *Router) ForgetDatabase(server, database string) {
+	r.mu.Lock()
+	sp, ok := r.servers[server]
+	r.mu.Unlock()
+	if ok {
+		sp.conns.CloseKey(database)
+	}
+}
+
+// Stats reports the connections of one server.
+func (r *Router) Stats(server string) connpool.Stats {
+	r.mu.Lock()
+	sp, ok := r.servers[server]
+	r.mu.Unlock()
+	if !ok {
+		return connpool.Stats{}
+	}
+	return sp.conns.Stats()
+}
