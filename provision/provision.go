@@ -65,7 +65,7 @@ func (p *Provisioner) BootstrapServer(ctx context.Context, s *tenancy.Server) er
 	if _, err := conn.Exec(ctx, "REVOKE ALL ON DATABASE "+dataplane.Ident(db)+" FROM PUBLIC"); err != nil {
 		return fmt.Errorf("server %q: %w", s.Name, err)
 	}
-	if _, err := conn.Exec(ctx, "GRANT CONNECT, TEMPORARY ON DATABASE "+dataplane.Ident(db)+" TO "+dataplane.Ident(p.cfg.AppRole)); err != nil {
+	if _, err := conn.Exec(ctx, "GRANT CONNECT ON DATABASE "+dataplane.Ident(db)+" TO "+dataplane.Ident(p.cfg.AppRole)); err != nil {
 		return fmt.Errorf("server %q: %w", s.Name, err)
 	}
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {

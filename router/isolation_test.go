@@ -190,6 +190,14 @@ var attacks = []attack{
 			}
 			return collect(tx.Query(ctx, `SELECT tenant_id FROM contacts`))
 		}},
+	{"create a temporary table to shadow contacts", always, func(ctx context.Context, tx pgx.Tx, a, b *tenancy.Tenant) ([]uuid.UUID, error) {
+		// A temporary table outlives the transaction on the pooled connection
+		// and would catch the next tenant's unqualified reads and writes.
+		if _, err := tx.Exec(ctx, `CREATE TEMPORARY TABLE contacts (tenant_id uuid, name text)`); err != nil {
+			return nil, err
+		}
+		return []uuid.UUID{b.ID}, nil
+	}},
 	{"read the platform key", always, func(ctx context.Context, tx pgx.Tx, a, b *tenancy.Tenant) ([]uuid.UUID, error) {
 		var key []byte
 		if err := tx.QueryRow(ctx, `SELECT key FROM tenancy.key`).Scan(&key); err != nil {

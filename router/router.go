@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -147,9 +148,8 @@ func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error
 	if err := servable(t); err != nil {
 		return err
 	}
-	begin := r.beginSQL(ctx, t, opts)
 	for attempt := 0; ; attempt++ {
-		err := r.run(ctx, t.Placement, begin, fn)
+		err := r.run(ctx, t, opts, fn)
 		if attempt == 0 && isCachedPlanChange(err) {
 			continue
 		}
@@ -170,12 +170,13 @@ func servable(t *tenancy.Tenant) error {
 	}
 }
 
-func (r *Router) run(ctx context.Context, p tenancy.Placement, begin string, fn func(pgx.Tx) error) (err error) {
-	lease, err := r.acquire(ctx, p)
+func (r *Router) run(ctx context.Context, t *tenancy.Tenant, opts *TxOpts, fn func(pgx.Tx) error) (err error) {
+	lease, err := r.acquire(ctx, t.Placement)
 	if err != nil {
 		return err
 	}
 	conn := lease.Conn()
+	begin := r.beginSQL(ctx, t, conn.PgConn().PID(), opts)
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{BeginQuery: begin})
 	if err != nil {
 		lease.Destroy()
@@ -218,10 +219,12 @@ func isCachedPlanChange(err error) bool {
 }
 
 // beginSQL is BEGIN and the transaction's settings, sent in one round trip
-// with the simple protocol. Every value is either generated here (uuid, hex
+// with the simple protocol. The signature is bound to the backend (pid): other
+// sessions of the application role can read this text in pg_stat_activity,
+// and a signature copied from there is worthless on their own backend. Every value is either generated here (uuid, hex
 // signature), an identifier quoted by the driver's sanitizer, or a literal
 // quoted by dataplane.QuoteLiteral.
-func (r *Router) beginSQL(ctx context.Context, t *tenancy.Tenant, opts *TxOpts) string {
+func (r *Router) beginSQL(ctx context.Context, t *tenancy.Tenant, pid uint32, opts *TxOpts) string {
 	var b strings.Builder
 	b.Grow(512)
 	b.WriteString("BEGIN")
@@ -238,9 +241,11 @@ func (r *Router) beginSQL(ctx context.Context, t *tenancy.Tenant, opts *TxOpts) 
 	b.WriteString("; SELECT set_config('app.tenant_id', '")
 	b.WriteString(id)
 	b.WriteString("', true), set_config('app.tenant_sig', '")
-	b.WriteString(Sign(r.cfg.Key, t.ID))
+	b.WriteString(Sign(r.cfg.Key, t.ID, pid))
 	b.WriteString("', true), set_config('search_path', ")
-	b.WriteString(dataplane.QuoteLiteral(dataplane.Ident(t.Placement.Schema)))
+	// pg_temp last: otherwise PostgreSQL searches it first for relations, and a
+	// temporary table left on the connection could shadow a tenant table.
+	b.WriteString(dataplane.QuoteLiteral(dataplane.Ident(t.Placement.Schema) + ", pg_temp"))
 	b.WriteString(", true)")
 	if t.Model != tenancy.ModelShared {
 		b.WriteString(", set_config('role', ")
@@ -278,11 +283,11 @@ func clean(s string) string {
 	return strings.ReplaceAll(s, "\x00", "\uFFFD")
 }
 
-// Sign returns the signature of a tenant id with the platform key: what
-// tenancy.current_tenant_id() checks app.tenant_sig against.
-func Sign(key []byte, id uuid.UUID) string {
+// Sign returns the signature of a tenant id on one backend (its pid) with the
+// platform key: what tenancy.current_tenant_id() checks app.tenant_sig against.
+func Sign(key []byte, id uuid.UUID, pid uint32) string {
 	m := hmac.New(sha256.New, key)
-	m.Write([]byte(id.String()))
+	m.Write([]byte(id.String() + ":" + strconv.FormatUint(uint64(pid), 10)))
 	return hex.EncodeToString(m.Sum(nil))
 }
 

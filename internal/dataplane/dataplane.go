@@ -83,7 +83,9 @@ func DropRole(ctx context.Context, q Querier, role string) error {
 // transaction names no tenant (the setting was never set on this connection,
 // or reads ” after an earlier transaction set it), and when the tenant
 // setting is not signed with the platform key: raw SQL that calls
-// set_config('app.tenant_id', …) itself cannot choose another tenant.
+// set_config('app.tenant_id', …) itself cannot choose another tenant. The
+// signature covers the backend's pid, so one read from another session (in
+// pg_stat_activity) does not work on the reader's own connection.
 func BootstrapDatabase(ctx context.Context, q Querier, key []byte) error {
 	stmts := []string{
 		`CREATE SCHEMA IF NOT EXISTS tenancy`,
@@ -102,7 +104,7 @@ func BootstrapDatabase(ctx context.Context, q Querier, key []byte) error {
 			IF t = '' THEN
 				RAISE EXCEPTION 'tenancy: no tenant in this transaction' USING ERRCODE = '42501';
 			END IF;
-			IF s IS NULL OR s <> encode(tenancy.hmac(convert_to(t, 'UTF8'), (SELECT key FROM tenancy.key WHERE id = 1), 'sha256'), 'hex') THEN
+			IF s IS NULL OR s <> encode(tenancy.hmac(convert_to(t || ':' || pg_backend_pid(), 'UTF8'), (SELECT key FROM tenancy.key WHERE id = 1), 'sha256'), 'hex') THEN
 				RAISE EXCEPTION 'tenancy: the tenant setting was not made by the router' USING ERRCODE = '42501';
 			END IF;
 			RETURN t::uuid;
@@ -136,7 +138,9 @@ func EnsureSchema(ctx context.Context, q Querier, schema, grantee string) error 
 }
 
 // CreateDatabase creates a database, if missing, that only appRole may connect
-// to (besides the administrator). It cannot run inside a transaction.
+// to (besides the administrator). Nobody else gets TEMPORARY: a temporary
+// table outlives the transaction on a pooled connection and could shadow a
+// tenant table for the next tenant. It cannot run inside a transaction.
 func CreateDatabase(ctx context.Context, q Querier, db, template, appRole string) error {
 	sql := "CREATE DATABASE " + Ident(db)
 	if template != "" {
@@ -147,7 +151,7 @@ func CreateDatabase(ctx context.Context, q Querier, db, template, appRole string
 	}
 	for _, s := range []string{
 		"REVOKE ALL ON DATABASE " + Ident(db) + " FROM PUBLIC",
-		"GRANT CONNECT, TEMPORARY ON DATABASE " + Ident(db) + " TO " + Ident(appRole),
+		"GRANT CONNECT ON DATABASE " + Ident(db) + " TO " + Ident(appRole),
 	} {
 		if _, err := q.Exec(ctx, s); err != nil {
 			return fmt.Errorf("prepare database %s: %w", db, err)

@@ -1,0 +1,92 @@
+package router_test
+
+import (
+	"context"
+	"regexp"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/internal/dataplane"
+	"github.com/tenancyhq/tenancy/internal/tenanttest"
+)
+
+var sigPattern = regexp.MustCompile(`app\.tenant_sig', '([0-9a-f]{64})'`)
+
+// TestStolenSignature: every router connection logs in as the application
+// role, so SQL in tenant A's transaction can read the text of other sessions'
+// queries in pg_stat_activity — including tenant B's BEGIN with its signed
+// tenant setting. The signature is bound to B's backend, so replaying it on
+// A's connection must fail.
+func TestStolenSignature(t *testing.T) {
+	t.Parallel()
+	for _, model := range tenancy.Models {
+		t.Run(string(model), func(t *testing.T) {
+			t.Parallel()
+			b := tenanttest.Setup(t, &tenanttest.Opts{MaxConnsPerServer: 4})
+			server := b.ServerNames[0]
+			a := b.CreateTenant(t, tenancy.ModelShared, server)
+			victim := b.CreateTenant(t, model, server)
+			seed(t, b, a)
+			seed(t, b, victim)
+
+			inTx, release := make(chan struct{}), make(chan struct{})
+			done := make(chan error, 1)
+			go func() {
+				done <- b.Platform.Router.Tx(tenanttest.Ctx(victim), func(tx pgx.Tx) error {
+					close(inTx) // idle in transaction: the BEGIN is its last query
+					<-release
+					return nil
+				})
+			}()
+			<-inTx
+			defer func() { close(release); <-done }()
+
+			var stolen string
+			err := b.Platform.Router.Tx(tenanttest.Ctx(a), func(tx pgx.Tx) error {
+				ctx := context.Background()
+				rows, err := tx.Query(ctx, `SELECT query FROM pg_stat_activity WHERE query LIKE '%' || $1 || '%'`, victim.ID.String())
+				if err != nil {
+					return err
+				}
+				queries, err := pgx.CollectRows(rows, pgx.RowTo[string])
+				if err != nil {
+					return err
+				}
+				for _, q := range queries {
+					if m := sigPattern.FindStringSubmatch(q); m != nil {
+						stolen = m[1]
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("read pg_stat_activity: %v", err)
+			}
+			if stolen == "" {
+				t.Skip("this server does not show other sessions' queries: nothing to steal")
+			}
+			if victim.Placement.Database != a.Placement.Database {
+				return // the stolen signature is only usable in the victim's database, which A cannot reach
+			}
+			err = b.Platform.Router.Tx(tenanttest.Ctx(a), func(tx pgx.Tx) error {
+				ctx := context.Background()
+				if _, err := tx.Exec(ctx, `SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_sig', $2, true),
+					set_config('search_path', $3, true)`, victim.ID.String(), stolen, dataplane.Ident(victim.Placement.Schema)); err != nil {
+					return err
+				}
+				if victim.Model != tenancy.ModelShared {
+					if _, err := tx.Exec(ctx, `SELECT set_config('role', $1, true)`, victim.Role()); err != nil {
+						return err
+					}
+				}
+				var n int
+				return tx.QueryRow(ctx, `SELECT count(*) FROM contacts`).Scan(&n)
+			})
+			if err == nil {
+				t.Fatalf("a signature stolen from pg_stat_activity let tenant %s read tenant %s's rows", a.Slug, victim.Slug)
+			}
+		})
+	}
+}
