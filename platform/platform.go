@@ -151,4 +151,3 @@ func (p *Platform) TenantContext(ctx context.Context, slug string) (context.Cont
 	}
 	return tenancy.WithTenant(ctx, t), nil
 }
-

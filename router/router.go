@@ -384,13 +384,25 @@ func (r *Router) ForgetDatabase(server, database string) {
 	}
 }
 
+// Stats counts the router's connections to one server.
+type Stats struct {
+	Open      int   // connections open, at most MaxConnsPerServer
+	InUse     int   // connections in a transaction (or being dialed)
+	Idle      int   // connections waiting in the pool
+	Waiting   int   // callers waiting for a connection
+	Databases int   // databases with connections or waiters
+	Dials     int64 // connections opened since the start
+	Evictions int64 // idle connections closed to make room for another database
+}
+
 // Stats reports the connections of one server.
-func (r *Router) Stats(server string) connpool.Stats {
+func (r *Router) Stats(server string) Stats {
 	r.mu.Lock()
 	sp, ok := r.servers[server]
 	r.mu.Unlock()
 	if !ok {
-		return connpool.Stats{}
+		return Stats{}
 	}
-	return sp.conns.Stats()
+	s := sp.conns.Stats()
+	return Stats{Open: s.Open, InUse: s.InUse, Idle: s.Idle, Waiting: s.Waiting, Databases: s.Keys, Dials: s.Dials, Evictions: s.Evictions}
 }
