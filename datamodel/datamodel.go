@@ -153,7 +153,7 @@ func Protect(ctx context.Context, tx pgx.Tx, target Target) error {
 			}
 		}
 	}
-	if _, err := tx.Exec(ctx, "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "+dataplane.Ident(target.Schema)+" TO "+dataplane.Ident(target.Grantee)); err != nil {
+	if _, err := tx.Exec(ctx, "GRANT USAGE ON ALL SEQUENCES IN SCHEMA "+dataplane.Ident(target.Schema)+" TO "+dataplane.Ident(target.Grantee)); err != nil {
 		return fmt.Errorf("grant sequences in %s: %w", target.Schema, err)
 	}
 	return nil

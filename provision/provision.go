@@ -62,10 +62,7 @@ func (p *Provisioner) BootstrapServer(ctx context.Context, s *tenancy.Server) er
 		return err
 	}
 	db := conn.Config().Database
-	if _, err := conn.Exec(ctx, "REVOKE ALL ON DATABASE "+dataplane.Ident(db)+" FROM PUBLIC"); err != nil {
-		return fmt.Errorf("server %q: %w", s.Name, err)
-	}
-	if _, err := conn.Exec(ctx, "GRANT CONNECT ON DATABASE "+dataplane.Ident(db)+" TO "+dataplane.Ident(p.cfg.AppRole)); err != nil {
+	if err := dataplane.RestrictDatabase(ctx, conn, db, p.cfg.AppRole); err != nil {
 		return fmt.Errorf("server %q: %w", s.Name, err)
 	}
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/internal/dataplane"
 	"github.com/tenancyhq/tenancy/internal/tenanttest"
 )
 
@@ -295,3 +296,69 @@ func TestDatabaseCatalog(t *testing.T) {
 }
 
 var _ = uuid.Nil
+
+// TestSessionStateDoesNotCarryOver: SQL in one tenant's transaction changes
+// session-level state on purpose (a role, an actor, the transaction mode, an
+// advisory lock); the next tenant's transaction on the same backend must start
+// clean.
+func TestSessionStateDoesNotCarryOver(t *testing.T) {
+	t.Parallel()
+	b := tenanttest.Setup(t, &tenanttest.Opts{MaxConnsPerServer: 1})
+	server := b.ServerNames[0]
+	a := b.CreateTenant(t, tenancy.ModelShared, server)
+	other := b.CreateTenant(t, tenancy.ModelSchema, server)
+	next := b.CreateTenant(t, tenancy.ModelShared, server)
+	for _, tn := range []*tenancy.Tenant{a, other, next} {
+		seed(t, b, tn)
+	}
+	var pid int32
+	err := b.Platform.Router.Tx(tenanttest.Ctx(a), func(tx pgx.Tx) error {
+		ctx := context.Background()
+		for _, s := range []string{
+			`SET app.actor = 'user:forged'`,
+			`SET app.client_ip = '6.6.6.6'`,
+			`SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY`,
+			`SELECT pg_advisory_lock(42)`,
+			`SET search_path = ` + dataplane.Ident(other.Placement.Schema),
+			`SET ROLE ` + other.Role(),
+		} {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return fmt.Errorf("%s: %w", s, err)
+			}
+		}
+		return tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid)
+	})
+	if err != nil {
+		t.Fatalf("tenant A's session-level changes: %v", err)
+	}
+	err = b.Platform.Router.Tx(tenanttest.Ctx(next), func(tx pgx.Tx) error {
+		ctx := context.Background()
+		var p int32
+		var user, actor, ip, readOnly string
+		var locks int
+		if err := tx.QueryRow(ctx, `SELECT pg_backend_pid(), current_user, current_setting('app.actor'), current_setting('app.client_ip'),
+			current_setting('transaction_read_only'), (SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory')`).
+			Scan(&p, &user, &actor, &ip, &readOnly, &locks); err != nil {
+			return err
+		}
+		if p != pid {
+			t.Fatalf("backend %d, want the reused %d", p, pid)
+		}
+		if user != b.AppRole || actor != "" || ip != "" || readOnly != "off" || locks != 0 {
+			t.Errorf("the next tenant's transaction inherited: user %s, actor %q, client ip %q, read only %s, advisory locks %d",
+				user, actor, ip, readOnly, locks)
+		}
+		ids, err := collect(tx.Query(ctx, `SELECT tenant_id FROM contacts`))
+		if err != nil {
+			return err
+		}
+		if len(ids) != 2 {
+			t.Errorf("the next tenant sees %d contacts, want its 2", len(ids))
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO companies (tenant_id, name) VALUES ($1, 'still writable')`, next.ID)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("the next tenant's transaction: %v", err)
+	}
+}

@@ -219,57 +219,63 @@ func isCachedPlanChange(err error) bool {
 }
 
 // beginSQL is BEGIN and the transaction's settings, sent in one round trip
-// with the simple protocol. The signature is bound to the backend (pid): other
-// sessions of the application role can read this text in pg_stat_activity,
-// and a signature copied from there is worthless on their own backend. Every value is either generated here (uuid, hex
-// signature), an identifier quoted by the driver's sanitizer, or a literal
-// quoted by dataplane.QuoteLiteral.
+// with the simple protocol.
+//
+// It undoes whatever SQL of an earlier transaction left on the pooled
+// connection at session level: the transaction mode is explicit (not the
+// session's characteristics), RESET ALL restores every setting, the role is
+// always set (NONE for the shared model; RESET ALL does not touch it), every
+// app.* setting is written ('' when absent), and session advisory locks are
+// released.
+//
+// The signature is bound to the backend (pid). The application role cannot
+// read this text from other sessions (provision sets track_activities off for
+// it), and a signature seen anyway is worthless on another backend.
+//
+// Every value is generated here (uuid, hex signature), an identifier quoted by
+// the driver's sanitizer, or a literal quoted by dataplane.QuoteLiteral.
 func (r *Router) beginSQL(ctx context.Context, t *tenancy.Tenant, pid uint32, opts *TxOpts) string {
 	var b strings.Builder
-	b.Grow(512)
-	b.WriteString("BEGIN")
-	if opts != nil {
-		if opts.IsoLevel != "" {
-			b.WriteString(" ISOLATION LEVEL ")
-			b.WriteString(string(opts.IsoLevel))
-		}
-		if opts.ReadOnly {
-			b.WriteString(" READ ONLY")
-		}
+	b.Grow(640)
+	b.WriteString("BEGIN ISOLATION LEVEL ")
+	if opts != nil && opts.IsoLevel != "" {
+		b.WriteString(string(opts.IsoLevel))
+	} else {
+		b.WriteString(string(pgx.ReadCommitted))
 	}
-	id := t.ID.String()
-	b.WriteString("; SELECT set_config('app.tenant_id', '")
-	b.WriteString(id)
+	if opts != nil && opts.ReadOnly {
+		b.WriteString(" READ ONLY")
+	} else {
+		b.WriteString(" READ WRITE")
+	}
+	b.WriteString("; RESET ALL; SELECT pg_advisory_unlock_all(), set_config('app.tenant_id', '")
+	b.WriteString(t.ID.String())
 	b.WriteString("', true), set_config('app.tenant_sig', '")
 	b.WriteString(Sign(r.cfg.Key, t.ID, pid))
 	b.WriteString("', true), set_config('search_path', ")
 	// pg_temp last: otherwise PostgreSQL searches it first for relations, and a
 	// temporary table left on the connection could shadow a tenant table.
 	b.WriteString(dataplane.QuoteLiteral(dataplane.Ident(t.Placement.Schema) + ", pg_temp"))
-	b.WriteString(", true)")
-	if t.Model != tenancy.ModelShared {
-		b.WriteString(", set_config('role', ")
+	b.WriteString(", true), set_config('role', ")
+	if t.Model == tenancy.ModelShared {
+		b.WriteString("'none'")
+	} else {
 		b.WriteString(dataplane.QuoteLiteral(t.Role()))
-		b.WriteString(", true)")
 	}
+	b.WriteString(", true)")
 	setting := func(name, value string) {
-		if value == "" {
-			return
-		}
 		b.WriteString(", set_config('")
 		b.WriteString(name)
 		b.WriteString("', ")
 		b.WriteString(dataplane.QuoteLiteral(clean(value)))
 		b.WriteString(", true)")
 	}
-	if a, ok := tenancy.ActorFromContext(ctx); ok {
-		setting("app.actor", a.String())
-	}
+	a, _ := tenancy.ActorFromContext(ctx)
+	setting("app.actor", a.String())
 	setting("app.request_id", tenancy.RequestIDFromContext(ctx))
-	if c, ok := tenancy.ClientFromContext(ctx); ok {
-		setting("app.client_ip", c.IP)
-		setting("app.user_agent", c.UserAgent)
-	}
+	c, _ := tenancy.ClientFromContext(ctx)
+	setting("app.client_ip", c.IP)
+	setting("app.user_agent", c.UserAgent)
 	return b.String()
 }
 

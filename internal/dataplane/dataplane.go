@@ -43,6 +43,14 @@ func EnsureAppRole(ctx context.Context, q Querier, role, password string) error 
 	if err != nil && !isDuplicate(err) {
 		return fmt.Errorf("%s role %s: %w", verb, role, err)
 	}
+	// Every router connection logs in as this role, and a role sees the query
+	// text of its own other sessions in pg_stat_activity: with activity
+	// tracking on, SQL in one tenant's transaction could read another
+	// tenant's BEGIN. track_activities can only be changed by a superuser, so
+	// the role cannot turn it back on.
+	if _, err := q.Exec(ctx, "ALTER ROLE "+Ident(role)+" SET track_activities = off"); err != nil {
+		return fmt.Errorf("turn off activity tracking for role %s (this needs a superuser, or SET privilege on track_activities): %w", role, err)
+	}
 	return nil
 }
 
@@ -137,10 +145,8 @@ func EnsureSchema(ctx context.Context, q Querier, schema, grantee string) error 
 	return nil
 }
 
-// CreateDatabase creates a database, if missing, that only appRole may connect
-// to (besides the administrator). Nobody else gets TEMPORARY: a temporary
-// table outlives the transaction on a pooled connection and could shadow a
-// tenant table for the next tenant. It cannot run inside a transaction.
+// CreateDatabase creates a database, if missing, restricted as by RestrictDatabase.
+// It cannot run inside a transaction.
 func CreateDatabase(ctx context.Context, q Querier, db, template, appRole string) error {
 	sql := "CREATE DATABASE " + Ident(db)
 	if template != "" {
@@ -149,12 +155,20 @@ func CreateDatabase(ctx context.Context, q Querier, db, template, appRole string
 	if _, err := q.Exec(ctx, sql); err != nil && !isDuplicate(err) {
 		return fmt.Errorf("create database %s: %w", db, err)
 	}
+	return RestrictDatabase(ctx, q, db, appRole)
+}
+
+// RestrictDatabase lets only appRole (besides the administrator) connect to
+// db, and nobody create temporary objects there: a temporary table outlives
+// the transaction on a pooled connection.
+func RestrictDatabase(ctx context.Context, q Querier, db, appRole string) error {
 	for _, s := range []string{
 		"REVOKE ALL ON DATABASE " + Ident(db) + " FROM PUBLIC",
+		"REVOKE TEMPORARY ON DATABASE " + Ident(db) + " FROM " + Ident(appRole),
 		"GRANT CONNECT ON DATABASE " + Ident(db) + " TO " + Ident(appRole),
 	} {
 		if _, err := q.Exec(ctx, s); err != nil {
-			return fmt.Errorf("prepare database %s: %w", db, err)
+			return fmt.Errorf("restrict database %s: %w", db, err)
 		}
 	}
 	return nil
