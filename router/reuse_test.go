@@ -319,6 +319,7 @@ func TestSessionStateDoesNotCarryOver(t *testing.T) {
 			`SET app.client_ip = '6.6.6.6'`,
 			`SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY`,
 			`SELECT pg_advisory_lock(42)`,
+			`SET lock_timeout = '12345ms'`,
 			`SET search_path = ` + dataplane.Ident(other.Placement.Schema),
 			`SET ROLE ` + other.Role(),
 		} {
@@ -334,19 +335,19 @@ func TestSessionStateDoesNotCarryOver(t *testing.T) {
 	err = b.Platform.Router.Tx(tenanttest.Ctx(next), func(tx pgx.Tx) error {
 		ctx := context.Background()
 		var p int32
-		var user, actor, ip, readOnly string
+		var user, actor, ip, readOnly, lockTimeout string
 		var locks int
 		if err := tx.QueryRow(ctx, `SELECT pg_backend_pid(), current_user, current_setting('app.actor'), current_setting('app.client_ip'),
-			current_setting('transaction_read_only'), (SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory')`).
-			Scan(&p, &user, &actor, &ip, &readOnly, &locks); err != nil {
+			current_setting('transaction_read_only'), current_setting('lock_timeout'), (SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory')`).
+			Scan(&p, &user, &actor, &ip, &readOnly, &lockTimeout, &locks); err != nil {
 			return err
 		}
 		if p != pid {
 			t.Fatalf("backend %d, want the reused %d", p, pid)
 		}
-		if user != b.AppRole || actor != "" || ip != "" || readOnly != "off" || locks != 0 {
-			t.Errorf("the next tenant's transaction inherited: user %s, actor %q, client ip %q, read only %s, advisory locks %d",
-				user, actor, ip, readOnly, locks)
+		if user != b.AppRole || actor != "" || ip != "" || readOnly != "off" || lockTimeout != "0" || locks != 0 {
+			t.Errorf("the next tenant's transaction inherited: user %s, actor %q, client ip %q, read only %s, lock_timeout %s, advisory locks %d",
+				user, actor, ip, readOnly, lockTimeout, locks)
 		}
 		ids, err := collect(tx.Query(ctx, `SELECT tenant_id FROM contacts`))
 		if err != nil {

@@ -225,7 +225,7 @@ func isCachedPlanChange(err error) bool {
 // connection at session level: the transaction mode is explicit (not the
 // session's characteristics), RESET ALL restores every setting, the role is
 // always set (NONE for the shared model; RESET ALL does not touch it), every
-// app.* setting is written ('' when absent), and session advisory locks are
+// app.* setting is written (” when absent), and session advisory locks are
 // released.
 //
 // The signature is bound to the backend (pid). The application role cannot

@@ -1,0 +1,240 @@
+package router_test
+
+// Router overhead benchmarks: the same one-row statement through Router.Tx and
+// through raw pgx in an explicit transaction, in every isolation model. The
+// raw side is the limit: a superuser connection to the database holding the
+// tenant's rows, BEGIN, the statement with a hand-written WHERE tenant_id = $1
+// on the table the tenant uses (shared.contacts, the tenant's schema, the
+// tenant's database), COMMIT. Both sides make three round trips: the router
+// sends BEGIN and its settings in one.
+//
+//	go test -run '^$' -bench . -benchtime 3000x -count 5 ./router/
+//
+// docs/PERFORMANCE.md records the results.
+
+import (
+	"context"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/internal/dataplane"
+	"github.com/tenancyhq/tenancy/internal/tenanttest"
+)
+
+const (
+	benchMaxConns = 4  // the router's budget per server, and the raw pool's size
+	benchWarmup   = 50 // transactions run on each side before the timer starts
+)
+
+// benchSeq makes inserted e-mail addresses unique across sub-benchmarks and
+// their repeated runs ((tenant_id, email) is unique).
+var benchSeq atomic.Int64
+
+func benchEmail() string {
+	return "b" + strconv.FormatInt(benchSeq.Add(1), 10) + "@example.test"
+}
+
+// beginner is a raw *pgx.Conn or *pgxpool.Pool.
+type beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// benchTenant is one tenant of a model with what both sides need.
+type benchTenant struct {
+	tn      *tenancy.Tenant
+	ctx     context.Context // carries tn, for the router
+	conn    *pgx.Conn       // raw: superuser, on the database holding tn's rows
+	pool    *pgxpool.Pool   // raw, for the parallel variants: benchMaxConns superuser connections
+	contact int64           // id of one of tn's contacts
+	// The statements for raw, with tn's table schema-qualified (the
+	// superuser's search_path does not name tenant schemas).
+	rawSelect, rawInsert string
+}
+
+// The statements the router runs: its search_path finds the tenant's table.
+const (
+	routerSelect = `SELECT name, email FROM contacts WHERE tenant_id = $1 AND id = $2`
+	routerInsert = `INSERT INTO contacts (tenant_id, name, email) VALUES ($1, $2, $3)`
+)
+
+// setupBench opens a platform with one tenant of each model, seeds each with a
+// company and a contact, and connects raw to each tenant's database.
+func setupBench(b *testing.B) (*tenanttest.Bundle, []*benchTenant) {
+	b.Helper()
+	bundle := tenanttest.Setup(b, &tenanttest.Opts{PerModel: 1, MaxConnsPerServer: benchMaxConns})
+	var out []*benchTenant
+	for _, tn := range bundle.Tenants {
+		table := dataplane.Ident(tn.Placement.Schema, "contacts")
+		bt := &benchTenant{
+			tn:        tn,
+			ctx:       tenanttest.Ctx(tn),
+			conn:      bundle.AdminConn(b, tn),
+			rawSelect: `SELECT name, email FROM ` + table + ` WHERE tenant_id = $1 AND id = $2`,
+			rawInsert: `INSERT INTO ` + table + ` (tenant_id, name, email) VALUES ($1, $2, $3)`,
+		}
+		cfg, err := pgxpool.ParseConfig(bundle.Server(tn.Placement.Server).URL(tn.Placement.Database))
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg.MaxConns = benchMaxConns
+		if bt.pool, err = pgxpool.NewWithConfig(context.Background(), cfg); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(bt.pool.Close)
+		err = bundle.Platform.Router.Tx(bt.ctx, func(tx pgx.Tx) error {
+			ctx := context.Background()
+			var company int64
+			if err := tx.QueryRow(ctx, `INSERT INTO companies (tenant_id, name) VALUES ($1, 'bench inc') RETURNING id`, tn.ID).Scan(&company); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctx, `INSERT INTO contacts (tenant_id, company_id, name, email) VALUES ($1, $2, 'bench person', 'bench@example.test') RETURNING id`,
+				tn.ID, company).Scan(&bt.contact)
+		})
+		if err != nil {
+			b.Fatalf("seed %s tenant: %v", tn.Model, err)
+		}
+		out = append(out, bt)
+	}
+	return bundle, out
+}
+
+// statement is the benchmarked work inside one transaction.
+type statement func(ctx context.Context, tx pgx.Tx, bt *benchTenant, sql string) error
+
+func pointSelect(ctx context.Context, tx pgx.Tx, bt *benchTenant, sql string) error {
+	var name, email string
+	return tx.QueryRow(ctx, sql, bt.tn.ID, bt.contact).Scan(&name, &email)
+}
+
+func insert(ctx context.Context, tx pgx.Tx, bt *benchTenant, sql string) error {
+	_, err := tx.Exec(ctx, sql, bt.tn.ID, "bench person", benchEmail())
+	return err
+}
+
+// rawTx runs stmt the way a hand-written application would: BEGIN, the
+// statement, COMMIT.
+func rawTx(ctx context.Context, db beginner, bt *benchTenant, stmt statement, sql string) error {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	if err := stmt(ctx, tx, bt, sql); err != nil {
+		_ = tx.Rollback(ctx)
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// side is one way of running a transaction of the benchmark for a tenant.
+type side struct {
+	name string
+	run  func(bt *benchTenant) error
+}
+
+func sides(bundle *tenanttest.Bundle, stmt statement, rawSQL func(*benchTenant) string, routerSQL string, parallel bool) []side {
+	r := bundle.Platform.Router
+	return []side{
+		{"raw", func(bt *benchTenant) error {
+			var db beginner = bt.conn
+			if parallel {
+				db = bt.pool
+			}
+			return rawTx(context.Background(), db, bt, stmt, rawSQL(bt))
+		}},
+		{"router", func(bt *benchTenant) error {
+			return r.Tx(bt.ctx, func(tx pgx.Tx) error { return stmt(context.Background(), tx, bt, routerSQL) })
+		}},
+	}
+}
+
+// benchModels runs, for each model, the raw limit and then the router. Serial
+// runs measure per-transaction latency; parallel runs keep benchMaxConns
+// transactions in flight on both sides.
+func benchModels(b *testing.B, stmt statement, rawSQL func(*benchTenant) string, routerSQL string, parallel bool) {
+	bundle, tenants := setupBench(b)
+	for _, bt := range tenants {
+		for _, s := range sides(bundle, stmt, rawSQL, routerSQL, parallel) {
+			b.Run(s.name+"-"+string(bt.tn.Model), func(b *testing.B) {
+				warm(b, s, bt, parallel)
+				b.ReportAllocs()
+				b.ResetTimer()
+				if !parallel {
+					for i := 0; i < b.N; i++ {
+						if err := s.run(bt); err != nil {
+							b.Fatal(err)
+						}
+					}
+					return
+				}
+				b.SetParallelism(max(1, benchMaxConns/runtime.GOMAXPROCS(0)))
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := s.run(bt); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
+}
+
+// warm prepares the statements, fills the pools and the tenant cache: with
+// benchMaxConns goroutines in the parallel case, so that every connection has
+// the statement prepared.
+func warm(b *testing.B, s side, bt *benchTenant, parallel bool) {
+	b.Helper()
+	workers := 1
+	if parallel {
+		workers = benchMaxConns
+	}
+	errs := make(chan error, workers)
+	for range workers {
+		go func() {
+			for range benchWarmup {
+				if err := s.run(bt); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			b.Fatalf("warm up: %v", err)
+		}
+	}
+}
+
+func selectSQL(bt *benchTenant) string { return bt.rawSelect }
+func insertSQL(bt *benchTenant) string { return bt.rawInsert }
+
+// BenchmarkPointSelect reads one contact by primary key, one transaction at a time.
+func BenchmarkPointSelect(b *testing.B) {
+	benchModels(b, pointSelect, selectSQL, routerSelect, false)
+}
+
+// BenchmarkInsert inserts one contact, one transaction at a time.
+func BenchmarkInsert(b *testing.B) {
+	benchModels(b, insert, insertSQL, routerInsert, false)
+}
+
+// BenchmarkPointSelectParallel is BenchmarkPointSelect with benchMaxConns
+// transactions in flight.
+func BenchmarkPointSelectParallel(b *testing.B) {
+	benchModels(b, pointSelect, selectSQL, routerSelect, true)
+}
+
+// BenchmarkInsertParallel is BenchmarkInsert with benchMaxConns transactions
+// in flight.
+func BenchmarkInsertParallel(b *testing.B) {
+	benchModels(b, insert, insertSQL, routerInsert, true)
+}
