@@ -10,6 +10,7 @@ import (
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/internal/dataplane"
 	"github.com/tenancyhq/tenancy/internal/tenanttest"
+	"github.com/tenancyhq/tenancy/router"
 )
 
 var sigPattern = regexp.MustCompile(`app\.tenant_sig', '([0-9a-f]{64})'`)
@@ -91,5 +92,77 @@ func TestStolenSignature(t *testing.T) {
 				t.Fatalf("a signature stolen from pg_stat_activity let tenant %s read tenant %s's rows", a.Slug, victim.Slug)
 			}
 		})
+	}
+}
+
+// TestSignatureBoundToBackend: B's own, valid signature, taken from B's
+// transaction on one backend (as a leak would get it), does not work in A's
+// transaction on another backend.
+func TestSignatureBoundToBackend(t *testing.T) {
+	t.Parallel()
+	b := tenanttest.Setup(t, nil)
+	server := b.ServerNames[0]
+	a := b.CreateTenant(t, tenancy.ModelShared, server)
+	victim := b.CreateTenant(t, tenancy.ModelShared, server)
+	seed(t, b, a)
+	seed(t, b, victim)
+	key, err := b.Platform.Catalog.TenantKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victimSig string
+	var victimPid uint32
+	inTx, release, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- b.Platform.Router.Tx(tenanttest.Ctx(victim), func(tx pgx.Tx) error {
+			err := tx.QueryRow(context.Background(), `SELECT current_setting('app.tenant_sig'), pg_backend_pid()`).Scan(&victimSig, &victimPid)
+			close(inTx) // hold this backend, so that A's transaction runs on another
+			<-release
+			return err
+		})
+	}()
+	<-inTx
+	err = b.Platform.Router.Tx(tenanttest.Ctx(a), func(tx pgx.Tx) error {
+		ctx := context.Background()
+		var pid uint32
+		if err := tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+			return err
+		}
+		if pid == victimPid {
+			t.Fatal("A's transaction runs on B's backend")
+		}
+		if _, err := tx.Exec(ctx, `SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_sig', $2, true)`,
+			victim.ID.String(), victimSig); err != nil {
+			return err
+		}
+		var n int
+		return tx.QueryRow(ctx, `SELECT count(*) FROM contacts`).Scan(&n)
+	})
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err == nil {
+		t.Fatalf("B's signature from another backend let tenant %s read tenant %s's rows", a.Slug, victim.Slug)
+	}
+	// The same forgery with the right backend works: the test can fail.
+	err = b.Platform.Router.Tx(tenanttest.Ctx(a), func(tx pgx.Tx) error {
+		ctx := context.Background()
+		var pid uint32
+		if err := tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_sig', $2, true)`,
+			victim.ID.String(), router.Sign(key, victim.ID, pid)); err != nil {
+			return err
+		}
+		ids, err := collect(tx.Query(ctx, `SELECT tenant_id FROM contacts`))
+		if err == nil && (len(ids) == 0 || ids[0] != victim.ID) {
+			t.Errorf("with the key, the forgery should reach B's rows; got %v", ids)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("forgery with the key: %v", err)
 	}
 }
