@@ -96,9 +96,11 @@ func (c *Cache) Close() {
 func (c *Cache) listen(ctx context.Context, ready chan<- error) {
 	defer close(c.done)
 	backoff := 100 * time.Millisecond
-	for first := true; ; first = false {
+	subscribed := false // Start has returned: from now on, reconnect
+	for {
 		err := c.listenOnce(ctx, func() {
-			if first {
+			if !subscribed {
+				subscribed = true
 				ready <- nil
 			}
 			backoff = 100 * time.Millisecond
@@ -106,7 +108,7 @@ func (c *Cache) listen(ctx context.Context, ready chan<- error) {
 		if ctx.Err() != nil {
 			return
 		}
-		if first && err != nil {
+		if !subscribed {
 			ready <- err
 			return
 		}
@@ -158,7 +160,7 @@ func (c *Cache) Invalidate(id uuid.UUID) { c.invalidate(id, "") }
 func (c *Cache) invalidate(id uuid.UUID, slug string) {
 	c.mu.Lock()
 	c.gen.Add(1)
-	if e, ok := c.byID[id]; ok {
+	if e, ok := c.byID[id]; ok && e.t != nil { // e.t is nil in a negative entry
 		delete(c.bySlug, e.t.Slug)
 	}
 	delete(c.byID, id)

@@ -96,6 +96,12 @@ func (c *Catalog) TenantKey(ctx context.Context) ([]byte, error) {
 			ON CONFLICT (key) DO NOTHING RETURNING value)
 		SELECT value FROM ins UNION ALL SELECT value FROM catalog.settings WHERE key = 'tenant_key'
 		LIMIT 1`, key).Scan(&key)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Another process inserted the key after this statement took its
+		// snapshot: ON CONFLICT DO NOTHING waited for it, but the statement
+		// cannot see its row. A new statement can.
+		err = c.pool.QueryRow(ctx, `SELECT value FROM catalog.settings WHERE key = 'tenant_key'`).Scan(&key)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read tenant key: %w", err)
 	}

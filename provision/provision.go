@@ -117,6 +117,13 @@ func (p *Provisioner) Create(ctx context.Context, opts *CreateOpts) (*tenancy.Te
 	}
 	if err := p.createStorage(ctx, server, t); err != nil {
 		cleanupCtx := context.WithoutCancel(ctx)
+		// Storage that was there before is not ours to drop.
+		if errors.Is(err, errStorageExists) {
+			if dErr := p.cfg.Catalog.DeleteTenantRow(cleanupCtx, t.ID); dErr != nil {
+				return nil, fmt.Errorf("provision tenant %q: %w (and removing its catalog row failed: %v)", t.Slug, err, dErr)
+			}
+			return nil, fmt.Errorf("provision tenant %q: %w", t.Slug, err)
+		}
 		if dErr := p.dropStorage(cleanupCtx, server, t); dErr != nil {
 			return nil, fmt.Errorf("provision tenant %q: %w (and cleaning up failed: %v; the tenant stays provisioning)", t.Slug, err, dErr)
 		}
@@ -175,6 +182,10 @@ func (p *Provisioner) createStorage(ctx context.Context, s *tenancy.Server, t *t
 		return nil
 	case tenancy.ModelSchema:
 		return p.adminTx(ctx, s, "", func(tx pgx.Tx) error {
+			if err := refuseExisting(ctx, tx, s, "schema", t.Placement.Schema,
+				`SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`); err != nil {
+				return err
+			}
 			if err := dataplane.EnsureTenantRole(ctx, tx, t.Role(), p.cfg.AppRole); err != nil {
 				return err
 			}
@@ -187,6 +198,10 @@ func (p *Provisioner) createStorage(ctx context.Context, s *tenancy.Server, t *t
 			return fmt.Errorf("connect to server %q: %w", s.Name, err)
 		}
 		defer conn.Close(context.WithoutCancel(ctx))
+		if err := refuseExisting(ctx, conn, s, "database", t.Placement.Database,
+			`SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`); err != nil {
+			return err
+		}
 		if err := dataplane.EnsureTenantRole(ctx, conn, t.Role(), p.cfg.AppRole); err != nil {
 			return err
 		}
@@ -202,6 +217,24 @@ func (p *Provisioner) createStorage(ctx context.Context, s *tenancy.Server, t *t
 		})
 	}
 	return fmt.Errorf("unknown model %q", t.Model)
+}
+
+// errStorageExists marks the failure of a tenant whose schema or database
+// name was already taken on its server: that storage belongs to someone else,
+// and cleaning up must not drop it.
+var errStorageExists = errors.New("storage exists")
+
+// refuseExisting fails with CodeConflict when exists, a query of name, finds it.
+func refuseExisting(ctx context.Context, q dataplane.Querier, s *tenancy.Server, kind, name, exists string) error {
+	var found bool
+	if err := q.QueryRow(ctx, exists, name).Scan(&found); err != nil {
+		return fmt.Errorf("look up %s %s on server %q: %w", kind, name, s.Name, err)
+	}
+	if found {
+		return &tenancy.Error{Code: tenancy.CodeConflict, Err: errStorageExists,
+			Message: fmt.Sprintf("%s %q already exists on server %q", kind, name, s.Name)}
+	}
+	return nil
 }
 
 func (p *Provisioner) dropStorage(ctx context.Context, s *tenancy.Server, t *tenancy.Tenant) error {
