@@ -53,6 +53,25 @@ const (
 // Servable reports whether requests for a tenant in this status may reach its data.
 func (s Status) Servable() bool { return s == StatusActive || s == StatusMoving }
 
+// CheckServable returns nil when the tenant's data may be served, else an
+// error whose code says why not: CodeGone (deleted), CodeSuspended,
+// CodeUnavailable (provisioning), or CodeInternal (an unknown status). Every
+// layer that serves a tenant (HTTP, router, background work) asks it.
+func (t *Tenant) CheckServable() error {
+	switch {
+	case t.DeletedAt != nil || t.Status == StatusDeleted:
+		return Errorf(CodeGone, "tenant %q was deleted", t.Slug)
+	case t.Status.Servable():
+		return nil
+	case t.Status == StatusSuspended:
+		return Errorf(CodeSuspended, "tenant %q is suspended", t.Slug)
+	case t.Status == StatusProvisioning:
+		return Errorf(CodeUnavailable, "tenant %q is being provisioned; retry later", t.Slug)
+	default: // a status this code does not know is a bug, not the caller's fault
+		return fmt.Errorf("tenant %q has unknown status %q", t.Slug, t.Status)
+	}
+}
+
 // Tier is a tenant's commercial plan (for example "free", "pro", "enterprise").
 // The catalog holds the limits of each tier.
 type Tier string

@@ -189,7 +189,7 @@ func (c *Cache) ResolveSlug(ctx context.Context, slug string) (*tenancy.Tenant, 
 	c.mu.RLock()
 	e, ok := c.bySlug[slug]
 	c.mu.RUnlock()
-	return c.resolve(ctx, e, ok, func() (*tenancy.Tenant, error) { return c.cat.TenantBySlug(ctx, slug) },
+	return c.resolve(e, ok, func() (*tenancy.Tenant, error) { return c.cat.TenantBySlug(ctx, slug) },
 		func(e cacheEntry) { c.bySlug[slug] = e }, slug)
 }
 
@@ -198,11 +198,11 @@ func (c *Cache) ResolveID(ctx context.Context, id uuid.UUID) (*tenancy.Tenant, e
 	c.mu.RLock()
 	e, ok := c.byID[id]
 	c.mu.RUnlock()
-	return c.resolve(ctx, e, ok, func() (*tenancy.Tenant, error) { return c.cat.Tenant(ctx, id) },
+	return c.resolve(e, ok, func() (*tenancy.Tenant, error) { return c.cat.Tenant(ctx, id) },
 		func(e cacheEntry) { c.byID[id] = e }, id.String())
 }
 
-func (c *Cache) resolve(ctx context.Context, e cacheEntry, ok bool, load func() (*tenancy.Tenant, error), storeMiss func(cacheEntry), name string) (*tenancy.Tenant, error) {
+func (c *Cache) resolve(e cacheEntry, ok bool, load func() (*tenancy.Tenant, error), storeMiss func(cacheEntry), name string) (*tenancy.Tenant, error) {
 	now := time.Now()
 	if ok && now.Before(e.expires) {
 		c.hits.Add(1)

@@ -172,18 +172,10 @@ func (m *middleware) resolve(r *http.Request) (*tenancy.Tenant, *http.Request, e
 		// Fail closed on a Resolver that breaks its contract.
 		return nil, nil, fmt.Errorf("httpx: resolver answered slug %q with tenant %+v", slug, t)
 	}
-	switch {
-	case t.DeletedAt != nil || t.Status == tenancy.StatusDeleted:
-		return nil, nil, tenancy.Errorf(tenancy.CodeGone, "tenant %q was deleted", slug)
-	case t.Status.Servable():
-		return t, rest, nil
-	case t.Status == tenancy.StatusSuspended:
-		return nil, nil, tenancy.Errorf(tenancy.CodeSuspended, "tenant %q is suspended", slug)
-	case t.Status == tenancy.StatusProvisioning:
-		return nil, nil, tenancy.Errorf(tenancy.CodeUnavailable, "tenant %q is being provisioned; retry later", slug)
-	default:
-		return nil, nil, fmt.Errorf("httpx: tenant %q has unknown status %q", slug, t.Status)
+	if err := t.CheckServable(); err != nil {
+		return nil, nil, err
 	}
+	return t, rest, nil
 }
 
 // find asks the sources in order, and returns the first slug found.

@@ -146,8 +146,8 @@ func (p *Platform) TenantContext(ctx context.Context, slug string) (context.Cont
 	if err != nil {
 		return nil, err
 	}
-	if !t.Status.Servable() {
-		return nil, tenancy.Errorf(tenancy.CodeUnavailable, "tenant %q is %s", slug, t.Status)
+	if err := t.CheckServable(); err != nil {
+		return nil, err
 	}
 	return tenancy.WithTenant(ctx, t), nil
 }

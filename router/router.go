@@ -145,7 +145,7 @@ func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error
 	if err != nil {
 		return err
 	}
-	if err := servable(t); err != nil {
+	if err := t.CheckServable(); err != nil {
 		return err
 	}
 	for attempt := 0; ; attempt++ {
@@ -154,19 +154,6 @@ func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error
 			continue
 		}
 		return err
-	}
-}
-
-func servable(t *tenancy.Tenant) error {
-	switch t.Status {
-	case tenancy.StatusActive, tenancy.StatusMoving:
-		return nil
-	case tenancy.StatusSuspended:
-		return tenancy.Errorf(tenancy.CodeSuspended, "tenant %q is suspended", t.Slug)
-	case tenancy.StatusDeleted:
-		return tenancy.Errorf(tenancy.CodeGone, "tenant %q was deleted", t.Slug)
-	default:
-		return tenancy.Errorf(tenancy.CodeUnavailable, "tenant %q is %s", t.Slug, t.Status)
 	}
 }
 
