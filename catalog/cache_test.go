@@ -11,6 +11,7 @@ import (
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/catalog"
+	"github.com/tenancyhq/tenancy/internal/tenanttest"
 )
 
 // notifyDeadline bounds how long a notification may take to reach a cache.
@@ -123,7 +124,7 @@ func TestCacheNotify(t *testing.T) {
 		tn := b.newTenant(tenancy.ModelShared)
 		for range 2 { // the second answer comes from the negative entry
 			_, err := cache2.ResolveSlug(ctx, tn.Slug)
-			wantCode(t, "ResolveSlug before the tenant exists", err, tenancy.CodeNotFound)
+			tenanttest.WantCode(t, "ResolveSlug before the tenant exists", err, tenancy.CodeNotFound)
 		}
 		if err := node1.CreateTenant(ctx, tn); err != nil {
 			t.Fatal(err)
@@ -136,7 +137,7 @@ func TestCacheNotify(t *testing.T) {
 		tn := b.newTenant(tenancy.ModelShared)
 		tn.ID = uuid.New()
 		_, err := cache2.ResolveID(ctx, tn.ID)
-		wantCode(t, "ResolveID before the tenant exists", err, tenancy.CodeNotFound)
+		tenanttest.WantCode(t, "ResolveID before the tenant exists", err, tenancy.CodeNotFound)
 		if err := node1.CreateTenant(ctx, tn); err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/catalog"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/internal/tenanttest"
 )
 
 // testBundle is a migrated catalog of its own with one server row.
@@ -86,16 +87,6 @@ func (b *testBundle) countTenants(t *testing.T, slug string) int {
 		t.Fatalf("count tenants: %v", err)
 	}
 	return n
-}
-
-func wantCode(t *testing.T, what string, err error, code tenancy.Code) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("%s: got no error, want code %s", what, code)
-	}
-	if got := tenancy.ErrorCode(err); got != code {
-		t.Fatalf("%s: got code %s (%v), want %s", what, got, err, code)
-	}
 }
 
 func TestMigrate(t *testing.T) {
@@ -221,7 +212,7 @@ func TestAddServer(t *testing.T) {
 		t.Parallel()
 		for _, name := range []string{"", "Pg1", "1pg", "pg_1", "pg 1", "-pg", "pé", `x"; DROP TABLE catalog.servers; --`, "pg\x00", "p" + strings.Repeat("g", 63)} {
 			err := b.cat.AddServer(ctx, &tenancy.Server{Name: name, DSN: "postgres://a@h/db"})
-			wantCode(t, "AddServer "+strings.ToValidUTF8(name, "?"), err, tenancy.CodeInvalid)
+			tenanttest.WantCode(t, "AddServer "+strings.ToValidUTF8(name, "?"), err, tenancy.CodeInvalid)
 		}
 	})
 
@@ -229,7 +220,7 @@ func TestAddServer(t *testing.T) {
 		t.Parallel()
 		for _, dsn := range []string{"", "postgres://u:s3cret@host:notaport/db", "host=x port=abc password=s3cret", "not a dsn at all"} {
 			err := b.cat.AddServer(ctx, &tenancy.Server{Name: pgtest.UniqueName("pg"), DSN: dsn})
-			wantCode(t, "AddServer with DSN "+dsn, err, tenancy.CodeInvalid)
+			tenanttest.WantCode(t, "AddServer with DSN "+dsn, err, tenancy.CodeInvalid)
 			if strings.Contains(err.Error(), "s3cret") {
 				t.Errorf("the error shows the DSN's password: %v", err)
 			}
@@ -239,13 +230,13 @@ func TestAddServer(t *testing.T) {
 	t.Run("NegativeCapacity", func(t *testing.T) {
 		t.Parallel()
 		err := b.cat.AddServer(ctx, &tenancy.Server{Name: pgtest.UniqueName("pg"), DSN: "postgres://a@h/db", Capacity: -1})
-		wantCode(t, "AddServer with capacity -1", err, tenancy.CodeInvalid)
+		tenanttest.WantCode(t, "AddServer with capacity -1", err, tenancy.CodeInvalid)
 	})
 
 	t.Run("Duplicate", func(t *testing.T) {
 		t.Parallel()
 		err := b.cat.AddServer(ctx, &tenancy.Server{Name: b.server, DSN: "postgres://other@h/db"})
-		wantCode(t, "AddServer of an existing name", err, tenancy.CodeConflict)
+		tenanttest.WantCode(t, "AddServer of an existing name", err, tenancy.CodeConflict)
 		got, err := b.cat.Server(ctx, b.server)
 		if err != nil || got.DSN != "postgres://admin@db.invalid:5432/shared" {
 			t.Fatalf("the existing server changed: %+v, %v", got, err)
@@ -255,7 +246,7 @@ func TestAddServer(t *testing.T) {
 	t.Run("UnknownServer", func(t *testing.T) {
 		t.Parallel()
 		_, err := b.cat.Server(ctx, "no-such-server")
-		wantCode(t, "Server of an unknown name", err, tenancy.CodeNotFound)
+		tenanttest.WantCode(t, "Server of an unknown name", err, tenancy.CodeNotFound)
 	})
 }
 
@@ -297,7 +288,7 @@ func TestCreateTenant(t *testing.T) {
 		first := b.createTenant(t, tenancy.ModelShared)
 		again := b.newTenant(tenancy.ModelSchema)
 		again.Slug = first.Slug
-		wantCode(t, "CreateTenant with a used slug", b.cat.CreateTenant(ctx, again), tenancy.CodeConflict)
+		tenanttest.WantCode(t, "CreateTenant with a used slug", b.cat.CreateTenant(ctx, again), tenancy.CodeConflict)
 		got, err := b.cat.TenantBySlug(ctx, first.Slug)
 		if err != nil || got.ID != first.ID || got.Model != tenancy.ModelShared || got.Version != 1 {
 			t.Fatalf("the first tenant changed: %+v, %v", got, err)
@@ -309,7 +300,7 @@ func TestCreateTenant(t *testing.T) {
 		first := b.createTenant(t, tenancy.ModelShared)
 		again := b.newTenant(tenancy.ModelShared)
 		again.ID = first.ID
-		wantCode(t, "CreateTenant with a used id", b.cat.CreateTenant(ctx, again), tenancy.CodeConflict)
+		tenanttest.WantCode(t, "CreateTenant with a used id", b.cat.CreateTenant(ctx, again), tenancy.CodeConflict)
 		if n := b.countTenants(t, again.Slug); n != 0 {
 			t.Fatalf("%d rows with the second slug, want 0", n)
 		}
@@ -319,7 +310,7 @@ func TestCreateTenant(t *testing.T) {
 		t.Parallel()
 		tn := b.newTenant(tenancy.ModelShared)
 		tn.Placement.Server = "no-such-server"
-		wantCode(t, "CreateTenant on an unknown server", b.cat.CreateTenant(ctx, tn), tenancy.CodeNotFound)
+		tenanttest.WantCode(t, "CreateTenant on an unknown server", b.cat.CreateTenant(ctx, tn), tenancy.CodeNotFound)
 		if n := b.countTenants(t, tn.Slug); n != 0 {
 			t.Fatalf("%d rows for the tenant, want 0", n)
 		}
@@ -330,14 +321,14 @@ func TestCreateTenant(t *testing.T) {
 		for _, slug := range []string{`a"; DROP TABLE x; --`, `a'; DROP TABLE catalog.tenants; --`, "acme\x00", "Acme", "a\\b"} {
 			tn := b.newTenant(tenancy.ModelSchema)
 			tn.Slug = slug
-			wantCode(t, "CreateTenant "+slug, b.cat.CreateTenant(ctx, tn), tenancy.CodeInvalid)
+			tenanttest.WantCode(t, "CreateTenant "+slug, b.cat.CreateTenant(ctx, tn), tenancy.CodeInvalid)
 			if strings.IndexByte(slug, 0) < 0 { // PostgreSQL refuses NUL in text parameters
 				if n := b.countTenants(t, slug); n != 0 {
 					t.Fatalf("%d rows for slug %q, want 0", n, slug)
 				}
 			}
 			_, err := b.cat.TenantBySlug(ctx, slug)
-			wantCode(t, "TenantBySlug "+slug, err, tenancy.CodeInvalid)
+			tenanttest.WantCode(t, "TenantBySlug "+slug, err, tenancy.CodeInvalid)
 		}
 	})
 
@@ -345,15 +336,15 @@ func TestCreateTenant(t *testing.T) {
 		t.Parallel()
 		tn := b.newTenant(tenancy.ModelShared)
 		tn.Model = "cluster"
-		wantCode(t, "CreateTenant in model cluster", b.cat.CreateTenant(ctx, tn), tenancy.CodeInvalid)
+		tenanttest.WantCode(t, "CreateTenant in model cluster", b.cat.CreateTenant(ctx, tn), tenancy.CodeInvalid)
 	})
 
 	t.Run("UnknownTenant", func(t *testing.T) {
 		t.Parallel()
 		_, err := b.cat.Tenant(ctx, uuid.New())
-		wantCode(t, "Tenant of an unknown id", err, tenancy.CodeNotFound)
+		tenanttest.WantCode(t, "Tenant of an unknown id", err, tenancy.CodeNotFound)
 		_, err = b.cat.TenantBySlug(ctx, "no-such-tenant")
-		wantCode(t, "TenantBySlug of an unknown slug", err, tenancy.CodeNotFound)
+		tenanttest.WantCode(t, "TenantBySlug of an unknown slug", err, tenancy.CodeNotFound)
 		if !errors.Is(err, tenancy.ErrNotFound) {
 			t.Fatalf("errors.Is(%v, ErrNotFound) = false", err)
 		}
@@ -434,7 +425,7 @@ func TestSetStatus(t *testing.T) {
 		t.Parallel()
 		tn := b.createTenant(t, tenancy.ModelShared)
 		_, err := b.cat.SetStatus(ctx, tn.ID, tenancy.StatusActive, tenancy.StatusSuspended)
-		wantCode(t, "resume an active tenant", err, tenancy.CodeConflict)
+		tenanttest.WantCode(t, "resume an active tenant", err, tenancy.CodeConflict)
 		if !errors.Is(err, tenancy.ErrConflict) {
 			t.Fatalf("errors.Is(%v, ErrConflict) = false", err)
 		}
@@ -447,7 +438,7 @@ func TestSetStatus(t *testing.T) {
 		t.Parallel()
 		tn := b.createTenant(t, tenancy.ModelShared)
 		_, err := b.cat.SetStatus(ctx, tn.ID, tenancy.StatusSuspended)
-		wantCode(t, "SetStatus from no status", err, tenancy.CodeConflict)
+		tenanttest.WantCode(t, "SetStatus from no status", err, tenancy.CodeConflict)
 	})
 
 	t.Run("DeleteAndRestore", func(t *testing.T) {
@@ -465,7 +456,7 @@ func TestSetStatus(t *testing.T) {
 		}
 		// Deleting again is refused: deleted is not in from.
 		_, err = b.cat.SetStatus(ctx, tn.ID, tenancy.StatusDeleted, tenancy.StatusActive, tenancy.StatusSuspended)
-		wantCode(t, "delete a deleted tenant", err, tenancy.CodeConflict)
+		tenanttest.WantCode(t, "delete a deleted tenant", err, tenancy.CodeConflict)
 
 		r, err := b.cat.SetStatus(ctx, tn.ID, tenancy.StatusActive, tenancy.StatusDeleted)
 		if err != nil {
@@ -491,7 +482,7 @@ func TestSetStatus(t *testing.T) {
 	t.Run("UnknownTenant", func(t *testing.T) {
 		t.Parallel()
 		_, err := b.cat.SetStatus(ctx, uuid.New(), tenancy.StatusSuspended, tenancy.StatusActive)
-		wantCode(t, "SetStatus of an unknown tenant", err, tenancy.CodeNotFound)
+		tenanttest.WantCode(t, "SetStatus of an unknown tenant", err, tenancy.CodeNotFound)
 	})
 }
 

@@ -185,16 +185,6 @@ func (b *testBundle) watchIDs(t *testing.T) func(slug string) []uuid.UUID {
 	}
 }
 
-func wantCode(t *testing.T, what string, err error, code tenancy.Code) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("%s: got no error, want code %s", what, code)
-	}
-	if got := tenancy.ErrorCode(err); got != code {
-		t.Fatalf("%s: got code %s (%v), want %s", what, got, err, code)
-	}
-}
-
 func crmFile(t *testing.T, name string) *fstest.MapFile {
 	t.Helper()
 	b, err := fs.ReadFile(crm.Migrations(), name)
@@ -283,14 +273,14 @@ func TestCreate(t *testing.T) {
 	t.Run("Invalid", func(t *testing.T) {
 		t.Parallel()
 		_, err := b.Platform.Provisioner.Create(ctx, nil)
-		wantCode(t, "Create(nil)", err, tenancy.CodeInvalid)
+		tenanttest.WantCode(t, "Create(nil)", err, tenancy.CodeInvalid)
 		slug := pgtest.UniqueName("inv-")
 		_, err = b.Platform.Provisioner.Create(ctx, &provision.CreateOpts{Slug: slug, Model: "cluster"})
-		wantCode(t, "Create in model cluster", err, tenancy.CodeInvalid)
+		tenanttest.WantCode(t, "Create in model cluster", err, tenancy.CodeInvalid)
 		_, err = b.Platform.Provisioner.Create(ctx, &provision.CreateOpts{Slug: slug})
-		wantCode(t, "Create without a model", err, tenancy.CodeInvalid)
+		tenanttest.WantCode(t, "Create without a model", err, tenancy.CodeInvalid)
 		_, err = b.Platform.Provisioner.Create(ctx, &provision.CreateOpts{Slug: slug, Model: tenancy.ModelSchema, Server: "no-such-server"})
-		wantCode(t, "Create on an unknown server", err, tenancy.CodeNotFound)
+		tenanttest.WantCode(t, "Create on an unknown server", err, tenancy.CodeNotFound)
 		b.noTrace(t, slug, uuid.Nil)
 	})
 }
@@ -302,7 +292,7 @@ func TestCreateHostileSlug(t *testing.T) {
 	for _, slug := range []string{`a"; DROP TABLE x; --`, `a'; DROP SCHEMA shared CASCADE; --`, "acme\x00", "Acme", "a--b", "acme-", "", "a", "tenant_acme"} {
 		for _, m := range tenancy.Models {
 			_, err := b.Platform.Provisioner.Create(ctx, &provision.CreateOpts{Slug: slug, Model: m, Server: b.server})
-			wantCode(t, "Create "+string(m)+" tenant "+slug, err, tenancy.CodeInvalid)
+			tenanttest.WantCode(t, "Create "+string(m)+" tenant "+slug, err, tenancy.CodeInvalid)
 			b.noTrace(t, slug, uuid.Nil)
 		}
 	}
@@ -328,7 +318,7 @@ func TestCreateDuplicateSlug(t *testing.T) {
 	watch := b.watchIDs(t)
 	for _, m := range tenancy.Models {
 		_, err := b.create(t, b.Platform.Provisioner, &provision.CreateOpts{Slug: first.Slug, Model: m, Server: b.server})
-		wantCode(t, "Create "+string(m)+" tenant with a used slug", err, tenancy.CodeConflict)
+		tenanttest.WantCode(t, "Create "+string(m)+" tenant with a used slug", err, tenancy.CodeConflict)
 	}
 	if ids := watch(first.Slug); len(ids) != 0 {
 		t.Fatalf("the catalog announced changes of %v", ids)
@@ -410,7 +400,7 @@ func TestCreateOverForeignStorage(t *testing.T) {
 		}
 		watch := b.watchIDs(t)
 		_, err := b.create(t, b.Platform.Provisioner, &provision.CreateOpts{Slug: slug, Model: tenancy.ModelSchema, Server: b.server})
-		wantCode(t, "Create over an existing schema", err, tenancy.CodeConflict)
+		tenanttest.WantCode(t, "Create over an existing schema", err, tenancy.CodeConflict)
 		var id, owner int
 		if err := b.admin.QueryRow(ctx, `SELECT id FROM `+schema+`.keep_me`).Scan(&id); err != nil || id != 42 {
 			t.Fatalf("the foreign schema's data: %d, %v", id, err)
@@ -438,7 +428,7 @@ func TestCreateOverForeignStorage(t *testing.T) {
 		t.Cleanup(func() { _ = dataplane.DropDatabase(context.Background(), b.admin, db) })
 		watch := b.watchIDs(t)
 		_, err := b.create(t, b.Platform.Provisioner, &provision.CreateOpts{Slug: slug, Model: tenancy.ModelDatabase, Server: b.server})
-		wantCode(t, "Create over an existing database", err, tenancy.CodeConflict)
+		tenanttest.WantCode(t, "Create over an existing database", err, tenancy.CodeConflict)
 		var owner string
 		if err := b.admin.QueryRow(ctx, `SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1`, db).Scan(&owner); err != nil || owner != other {
 			t.Fatalf("the foreign database: owner %q, %v; want it kept, owned by %s", owner, err, other)

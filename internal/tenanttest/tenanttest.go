@@ -151,3 +151,14 @@ func (b *Bundle) dropClusterObjects(t testing.TB) {
 		conn.Close(ctx)
 	}
 }
+
+// WantCode fails the test unless err carries the tenancy error code.
+func WantCode(t testing.TB, what string, err error, code tenancy.Code) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s: got no error, want code %s", what, code)
+	}
+	if got := tenancy.ErrorCode(err); got != code {
+		t.Fatalf("%s: got code %s (%v), want %s", what, got, err, code)
+	}
+}
