@@ -21,12 +21,15 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenancyhq/tenancy"
@@ -138,6 +141,46 @@ func rawTx(ctx context.Context, db beginner, bt *benchTenant, stmt statement, sq
 	return tx.Commit(ctx)
 }
 
+// rawPipeTx is rawTx with BEGIN sent in one pipeline with the statement, as
+// the router does with its settings: two round trips instead of three. It is
+// the limit for a router that pipelines.
+func rawPipeTx(ctx context.Context, db *pgx.Conn, bt *benchTenant, stmt statement, sql string) error {
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	if err := stmt(ctx, &pipeTx{b: b}, bt, sql); err != nil {
+		return err
+	}
+	if err := db.SendBatch(ctx, b).Close(); err != nil {
+		_, _ = db.Exec(ctx, "ROLLBACK")
+		return err
+	}
+	_, err := db.Exec(ctx, "COMMIT")
+	return err
+}
+
+// pipeTx queues a statement's Exec and QueryRow into a batch; a QueryRow's
+// Scan happens when the batch is read.
+type pipeTx struct {
+	pgx.Tx
+	b *pgx.Batch
+}
+
+func (p *pipeTx) Exec(_ context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	p.b.Queue(sql, args...)
+	return pgconn.CommandTag{}, nil
+}
+
+func (p *pipeTx) QueryRow(_ context.Context, sql string, args ...any) pgx.Row {
+	return pipeRow{p.b.Queue(sql, args...)}
+}
+
+type pipeRow struct{ q *pgx.QueuedQuery }
+
+func (r pipeRow) Scan(dest ...any) error {
+	r.q.QueryRow(func(row pgx.Row) error { return row.Scan(dest...) })
+	return nil
+}
+
 // side is one way of running a transaction of the benchmark for a tenant.
 type side struct {
 	name string
@@ -153,6 +196,15 @@ func sides(bundle *tenanttest.Bundle, stmt statement, rawSQL func(*benchTenant) 
 				db = bt.pool
 			}
 			return rawTx(context.Background(), db, bt, stmt, rawSQL(bt))
+		}},
+		{"rawpipe", func(bt *benchTenant) error {
+			ctx := context.Background()
+			if !parallel {
+				return rawPipeTx(ctx, bt.conn, bt, stmt, rawSQL(bt))
+			}
+			return bt.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
+				return rawPipeTx(ctx, c.Conn(), bt, stmt, rawSQL(bt))
+			})
 		}},
 		{"router", func(bt *benchTenant) error {
 			return r.Tx(bt.ctx, func(tx pgx.Tx) error { return stmt(context.Background(), tx, bt, routerSQL) })
@@ -244,6 +296,54 @@ func BenchmarkPointSelectParallel(b *testing.B) {
 // in flight.
 func BenchmarkInsertParallel(b *testing.B) {
 	benchModels(b, insert, insertSQL, routerInsert, true)
+}
+
+// BenchmarkInterleaved runs the sides in turn, one transaction each per
+// iteration (rotating which goes first), and reports the median latency of
+// each side and the ratios of the router's median to the raw ones. On a noisy
+// machine this compares like with like: a slow second hits all three sides
+// alike, where separate benchmarks minutes apart do not.
+func BenchmarkInterleaved(b *testing.B) {
+	bundle, tenants := setupBench(b)
+	for _, w := range []struct {
+		name   string
+		stmt   statement
+		rawSQL func(*benchTenant) string
+		sql    string
+	}{
+		{"select", pointSelect, selectSQL, routerSelect},
+		{"insert", insert, insertSQL, routerInsert},
+	} {
+		for _, bt := range tenants {
+			ss := sides(bundle, w.stmt, w.rawSQL, w.sql, false)
+			b.Run(w.name+"-"+string(bt.tn.Model), func(b *testing.B) {
+				for _, s := range ss {
+					warm(b, s, bt, false)
+				}
+				lat := make([][]time.Duration, len(ss))
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					for j := range ss {
+						k := (i + j) % len(ss)
+						start := time.Now()
+						if err := ss[k].run(bt); err != nil {
+							b.Fatal(err)
+						}
+						lat[k] = append(lat[k], time.Since(start))
+					}
+				}
+				b.StopTimer()
+				med := make(map[string]float64, len(ss))
+				for k, s := range ss {
+					slices.Sort(lat[k])
+					med[s.name] = float64(lat[k][len(lat[k])/2].Nanoseconds())
+					b.ReportMetric(med[s.name]/1e3, s.name+"-µs")
+				}
+				b.ReportMetric(med["router"]/med["raw"], "router/raw")
+				b.ReportMetric(med["router"]/med["rawpipe"], "router/rawpipe")
+			})
+		}
+	}
 }
 
 // BenchmarkServerCPU runs an empty transaction, the point select and the

@@ -1,8 +1,10 @@
 // Package router runs a function in a transaction on the data of the tenant
 // carried by the context, whatever the tenant's isolation model.
 //
-// Before the function's first statement, in the same round trip as BEGIN, the
-// router sets transaction-local settings:
+// Nothing is sent until the function's first statement. That statement goes to
+// the server in one pipeline behind the prelude — BEGIN, RESET ALL and the
+// transaction-local settings — so the prelude costs no round trip of its own,
+// and if it fails the statement does not run:
 //
 //   - app.tenant_id and app.tenant_sig: the tenant and its signature with the
 //     platform key. Every tenant table's Row-Level Security policy calls
@@ -15,6 +17,10 @@
 //     another tenant's schema is refused by PostgreSQL.
 //   - app.actor, app.request_id, app.client_ip, app.user_agent: who acts and
 //     from where, for the audit trail.
+//
+// The pgx.Tx given to the function supports statements, batches, COPY,
+// savepoints and Conn; large objects are refused, because they live outside
+// every tenant table.
 //
 // Every setting ends with the transaction, so nothing tenant-specific outlives
 // it on a pooled connection (no DISCARD ALL, and pgx's statement cache stays).

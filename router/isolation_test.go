@@ -200,7 +200,7 @@ var attacks = []attack{
 	}},
 	{"read the platform key", always, func(ctx context.Context, tx pgx.Tx, a, b *tenancy.Tenant) ([]uuid.UUID, error) {
 		var key []byte
-		if err := tx.QueryRow(ctx, `SELECT key FROM tenancy.key`).Scan(&key); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT ipad FROM tenancy.key`).Scan(&key); err != nil {
 			return nil, err
 		}
 		return []uuid.UUID{b.ID}, nil // reading the key at all is a breach

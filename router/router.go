@@ -68,6 +68,8 @@ type Router struct {
 	mu      sync.Mutex
 	servers map[string]*serverPool
 	closed  bool
+
+	conns sync.Map // *pgx.Conn → *connState, for every open connection
 }
 
 type serverPool struct {
@@ -148,8 +150,12 @@ func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error
 	if err := t.CheckServable(); err != nil {
 		return err
 	}
+	begin, err := beginSQL(opts)
+	if err != nil {
+		return err
+	}
 	for attempt := 0; ; attempt++ {
-		err := r.run(ctx, t, opts, fn)
+		err := r.run(ctx, t, begin, fn)
 		if attempt == 0 && isCachedPlanChange(err) {
 			continue
 		}
@@ -157,18 +163,14 @@ func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error
 	}
 }
 
-func (r *Router) run(ctx context.Context, t *tenancy.Tenant, opts *TxOpts, fn func(pgx.Tx) error) (err error) {
+func (r *Router) run(ctx context.Context, t *tenancy.Tenant, begin string, fn func(pgx.Tx) error) (err error) {
 	lease, err := r.acquire(ctx, t.Placement)
 	if err != nil {
 		return err
 	}
 	conn := lease.Conn()
-	begin := r.beginSQL(ctx, t, conn.PgConn().PID(), opts)
-	tx, err := conn.BeginTx(ctx, pgx.TxOptions{BeginQuery: begin})
-	if err != nil {
-		lease.Destroy()
-		return fmt.Errorf("begin tenant transaction: %w", err)
-	}
+	state := r.connState(conn)
+	tx := newTx(conn, state, r.prelude(ctx, t, conn.PgConn().PID(), begin))
 	defer func() {
 		if p := recover(); p != nil {
 			_ = tx.Rollback(context.WithoutCancel(ctx))
@@ -177,13 +179,14 @@ func (r *Router) run(ctx context.Context, t *tenancy.Tenant, opts *TxOpts, fn fu
 		}
 	}()
 	if err = fn(tx); err != nil {
-		if rbErr := tx.Rollback(context.WithoutCancel(ctx)); rbErr != nil {
+		if rbErr := tx.Rollback(context.WithoutCancel(ctx)); rbErr != nil || tx.beginErr != nil {
 			lease.Destroy()
 			return err
 		}
 		if isCachedPlanChange(err) {
 			// Forget every prepared statement of this connection, so that the
 			// retry prepares them again against the current schema.
+			state.forget()
 			if dErr := conn.DeallocateAll(ctx); dErr != nil {
 				lease.Destroy()
 				return err
@@ -193,6 +196,10 @@ func (r *Router) run(ctx context.Context, t *tenancy.Tenant, opts *TxOpts, fn fu
 		return err
 	}
 	if err = tx.Commit(ctx); err != nil {
+		if tx.beginErr != nil {
+			lease.Destroy()
+			return err
+		}
 		lease.Release() // Release closes the connection unless it is idle and healthy
 		return fmt.Errorf("commit tenant transaction: %w", err)
 	}
@@ -200,70 +207,66 @@ func (r *Router) run(ctx context.Context, t *tenancy.Tenant, opts *TxOpts, fn fu
 	return nil
 }
 
+// connState returns what the router knows of conn.
+func (r *Router) connState(conn *pgx.Conn) *connState {
+	if s, ok := r.conns.Load(conn); ok {
+		return s.(*connState)
+	}
+	s := &connState{prepared: map[string]struct{}{}}
+	r.conns.Store(conn, s)
+	return s
+}
+
 func isCachedPlanChange(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "cached plan must not change result type")
 }
 
-// beginSQL is BEGIN and the transaction's settings, sent in one round trip
-// with the simple protocol.
-//
-// It undoes whatever SQL of an earlier transaction left on the pooled
-// connection at session level: the transaction mode is explicit (not the
-// session's characteristics), RESET ALL restores every setting, the role is
-// always set (NONE for the shared model; RESET ALL does not touch it), every
-// app.* setting is written (” when absent), and session advisory locks are
-// released.
+// beginSQL is the BEGIN statement for opts: the mode is always explicit, so
+// that session characteristics left by earlier SQL on a pooled connection do
+// not apply.
+func beginSQL(opts *TxOpts) (string, error) {
+	level := pgx.ReadCommitted
+	if opts != nil && opts.IsoLevel != "" {
+		level = opts.IsoLevel
+	}
+	switch level {
+	case pgx.Serializable, pgx.RepeatableRead, pgx.ReadCommitted, pgx.ReadUncommitted:
+	default:
+		return "", tenancy.Errorf(tenancy.CodeInvalid, "unknown isolation level %q", string(level))
+	}
+	mode := " READ WRITE"
+	if opts != nil && opts.ReadOnly {
+		mode = " READ ONLY"
+	}
+	return "BEGIN ISOLATION LEVEL " + string(level) + mode, nil
+}
+
+// prelude is the start of a transaction for tenant t on the backend pid.
 //
 // The signature is bound to the backend (pid). The application role cannot
-// read this text from other sessions (provision sets track_activities off for
+// read the settings of other sessions (provision sets track_activities off for
 // it), and a signature seen anyway is worthless on another backend.
-//
-// Every value is generated here (uuid, hex signature), an identifier quoted by
-// the driver's sanitizer, or a literal quoted by dataplane.QuoteLiteral.
-func (r *Router) beginSQL(ctx context.Context, t *tenancy.Tenant, pid uint32, opts *TxOpts) string {
-	var b strings.Builder
-	b.Grow(640)
-	b.WriteString("BEGIN ISOLATION LEVEL ")
-	if opts != nil && opts.IsoLevel != "" {
-		b.WriteString(string(opts.IsoLevel))
-	} else {
-		b.WriteString(string(pgx.ReadCommitted))
-	}
-	if opts != nil && opts.ReadOnly {
-		b.WriteString(" READ ONLY")
-	} else {
-		b.WriteString(" READ WRITE")
-	}
-	b.WriteString("; RESET ALL; SELECT pg_advisory_unlock_all(), set_config('app.tenant_id', '")
-	b.WriteString(t.ID.String())
-	b.WriteString("', true), set_config('app.tenant_sig', '")
-	b.WriteString(Sign(r.cfg.Key, t.ID, pid))
-	b.WriteString("', true), set_config('search_path', ")
-	// pg_temp last: otherwise PostgreSQL searches it first for relations, and a
-	// temporary table left on the connection could shadow a tenant table.
-	b.WriteString(dataplane.QuoteLiteral(dataplane.Ident(t.Placement.Schema) + ", pg_temp"))
-	b.WriteString(", true), set_config('role', ")
-	if t.Model == tenancy.ModelShared {
-		b.WriteString("'none'")
-	} else {
-		b.WriteString(dataplane.QuoteLiteral(t.Role()))
-	}
-	b.WriteString(", true)")
-	setting := func(name, value string) {
-		b.WriteString(", set_config('")
-		b.WriteString(name)
-		b.WriteString("', ")
-		b.WriteString(dataplane.QuoteLiteral(clean(value)))
-		b.WriteString(", true)")
+func (r *Router) prelude(ctx context.Context, t *tenancy.Tenant, pid uint32, begin string) *prelude {
+	role := "none"
+	if t.Model != tenancy.ModelShared {
+		role = t.Role()
 	}
 	a, _ := tenancy.ActorFromContext(ctx)
-	setting("app.actor", a.String())
-	setting("app.request_id", tenancy.RequestIDFromContext(ctx))
 	c, _ := tenancy.ClientFromContext(ctx)
-	setting("app.client_ip", c.IP)
-	setting("app.user_agent", c.UserAgent)
-	return b.String()
+	return &prelude{begin: begin, args: [8]any{
+		t.ID.String(),
+		Sign(r.cfg.Key, t.ID, pid),
+		// pg_temp last: otherwise PostgreSQL searches it first for relations,
+		// and a temporary table left on the connection could shadow a tenant
+		// table.
+		dataplane.Ident(t.Placement.Schema) + ", pg_temp",
+		role,
+		clean(a.String()),
+		clean(tenancy.RequestIDFromContext(ctx)),
+		clean(c.IP),
+		clean(c.UserAgent),
+	}}
 }
 
 // clean makes an outside string safe to store in a setting: valid UTF-8, no
@@ -323,6 +326,11 @@ func (r *Router) server(ctx context.Context, name string) (*serverPool, error) {
 		c.Database = db
 		return c, nil
 	})
+	closeConn := cfg.Close
+	cfg.Close = func(c *pgx.Conn) {
+		r.conns.Delete(c)
+		closeConn(c)
+	}
 	cfg.MaxPerKey = r.cfg.MaxConnsPerDatabase
 	cfg.IdleTimeout = r.cfg.IdleTimeout
 	m, err := connpool.New(cfg)
