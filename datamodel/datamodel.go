@@ -19,6 +19,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"slices"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -157,4 +158,60 @@ func Protect(ctx context.Context, tx pgx.Tx, target Target) error {
 		return fmt.Errorf("grant sequences in %s: %w", target.Schema, err)
 	}
 	return nil
+}
+
+// State is what a target has applied, compared with the model.
+type State struct {
+	// Version is the highest version applied, 0 when none (or no version
+	// table).
+	Version int `json:"version"`
+	// Pending are the model's versions the target has not applied.
+	Pending []int `json:"pending,omitempty"`
+	// Ahead are versions the target has applied that the model does not
+	// know: the target was migrated by newer code.
+	Ahead []int `json:"ahead,omitempty"`
+	// Drift are versions applied with a checksum other than the file's: the
+	// file was changed after it was applied.
+	Drift []int `json:"drift,omitempty"`
+}
+
+// Current reports whether the target is at the model's latest version, with
+// no drift.
+func (s State) Current() bool { return len(s.Pending) == 0 && len(s.Ahead) == 0 && len(s.Drift) == 0 }
+
+// StateTx reads the migrations applied in schema, in tx, and compares them
+// with the model. A schema without a version table has applied nothing.
+func (m *Model) StateTx(ctx context.Context, tx pgx.Tx, schema string) (State, error) {
+	table := dataplane.Ident(schema, VersionTable)
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists); err != nil {
+		return State{}, fmt.Errorf("schema %s: look up version table: %w", schema, err)
+	}
+	applied := map[int]string{}
+	if exists {
+		var err error
+		if applied, err = sqlmigrate.Applied(ctx, tx, table); err != nil {
+			return State{}, fmt.Errorf("schema %s: %w", schema, err)
+		}
+	}
+	var s State
+	known := make(map[int]bool, len(m.migrations))
+	for _, mig := range m.migrations {
+		known[mig.Version] = true
+		sum, ok := applied[mig.Version]
+		switch {
+		case !ok:
+			s.Pending = append(s.Pending, mig.Version)
+		case sum != mig.Checksum:
+			s.Drift = append(s.Drift, mig.Version)
+		}
+	}
+	for v := range applied {
+		s.Version = max(s.Version, v)
+		if !known[v] {
+			s.Ahead = append(s.Ahead, v)
+		}
+	}
+	slices.Sort(s.Ahead)
+	return s, nil
 }

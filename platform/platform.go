@@ -49,6 +49,8 @@ type Platform struct {
 	Router      *router.Router
 	Provisioner *provision.Provisioner
 	Model       *datamodel.Model
+
+	appRole string
 }
 
 // Open connects to the catalog, creates or upgrades its tables, starts
@@ -71,7 +73,7 @@ func Open(ctx context.Context, cfg Config) (*Platform, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Platform{Catalog: cat, Model: model}
+	p := &Platform{Catalog: cat, Model: model, appRole: cfg.AppRole}
 	if err := p.open(ctx, cfg); err != nil {
 		p.Close()
 		return nil, err

@@ -2,7 +2,8 @@
 //
 //	tenancy demo                      start an embedded PostgreSQL, create one tenant per model, show them
 //	tenancy servers add|list          the servers of the data plane
-//	tenancy tenants create|list|show  the tenants
+//	tenancy tenants …                 the tenants: create, list, show, suspend, resume, delete, restore, purge
+//	tenancy migrate up|status         the tenant data model on every target of the fleet
 //
 // Connection settings come from --database-url or TENANCY_DATABASE_URL (the
 // catalog database); with neither, the embedded PostgreSQL in --data-dir.
@@ -63,6 +64,13 @@ Usage:
   tenancy tenants create SLUG --model shared|schema|database [--name N] [--tier T] [--server S] [--json]
   tenancy tenants list [--json]
   tenancy tenants show SLUG [--json]
+  tenancy tenants suspend|resume SLUG [--json]
+  tenancy tenants delete SLUG [--json]          soft delete: requests get 410, data is kept
+  tenancy tenants restore SLUG [--json]
+  tenancy tenants purge SLUG --confirm SLUG [--json]
+                                       destroy a deleted tenant's data, once its retention has passed
+  tenancy migrate up [--canary N | --group G] [--fail-fast] [--parallel N] [--per-server N] [--json]
+  tenancy migrate status [--json]      every target's version, pending migrations and drift
 
 Common flags:
   --database-url URL   the catalog database (default: $TENANCY_DATABASE_URL, else the embedded PostgreSQL)
@@ -102,6 +110,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.runServers(ctx, args[1:])
 	case "tenants":
 		return m.runTenants(ctx, args[1:])
+	case "migrate":
+		return m.runMigrate(ctx, args[1:])
 	}
 	fmt.Fprintf(m.Stderr, "tenancy: unknown command %q\n\n%s", args[0], usage)
 	return errUsage

@@ -1,0 +1,20 @@
+// Package migrate applies the tenant data model to every target of the fleet:
+// the shared tables of each server, every tenant schema and every tenant
+// database.
+//
+// Each target migrates in its own transaction, under its own advisory lock,
+// and records its version and the checksum of every applied file in its own
+// version table (datamodel.VersionTable). A target that fails rolls back whole
+// and is reported with its error; the others go on, or stop with FailFast. A
+// re-run resumes where the last one stopped: targets already at the latest
+// version cost one read of their version table.
+//
+// Targets run in parallel, bounded overall (Config.Parallel) and per server
+// (Config.PerServer). Two migrators never run at once: Up holds an advisory
+// lock on the catalog for the whole run. A canary (UpOpts.Canary or
+// UpOpts.Group) migrates a few targets first and stops at their first failure.
+//
+// Tenants created while Up runs are born at the latest version by the
+// provisioner; Up also looks again for targets once it has finished its list,
+// so a tenant created meanwhile by an older node is caught too.
+package migrate
