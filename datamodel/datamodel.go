@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -92,6 +93,12 @@ func (m *Model) ApplyTx(ctx context.Context, tx pgx.Tx, target Target) (int, err
 	if err != nil {
 		return 0, fmt.Errorf("schema %s: %w", target.Schema, err)
 	}
+	if err := dataplane.EnsureAuditFunctions(ctx, tx); err != nil {
+		return 0, err
+	}
+	if err := dataplane.EnsureAuditTables(ctx, tx, target.Schema); err != nil {
+		return 0, err
+	}
 	if err := Protect(ctx, tx, target); err != nil {
 		return 0, err
 	}
@@ -99,14 +106,27 @@ func (m *Model) ApplyTx(ctx context.Context, tx pgx.Tx, target Target) (int, err
 }
 
 // Protect enables and forces Row-Level Security, writes the isolation policy,
-// grants and pins every tenant table of target's schema. It is idempotent; it
-// fails, naming the table, when a tenant table cannot be protected.
+// grants and pins every tenant table of target's schema, and gives each the
+// soft-delete and audit triggers (see the package documentation). It is
+// idempotent; it fails, naming the table, when a tenant table cannot be
+// protected.
 func Protect(ctx context.Context, tx pgx.Tx, target Target) error {
 	rows, err := tx.Query(ctx, `
 		SELECT c.relname, a.atttypid = 'uuid'::regtype,
 		       COALESCE((SELECT k.conkey[1] = a.attnum FROM pg_constraint k
 		                 WHERE k.conrelid = c.oid AND k.contype = 'p'), false),
-		       EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.conname = $2)
+		       EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.conname = $2),
+		       COALESCE((SELECT array_agg(pa.attname ORDER BY x.n) FROM pg_index i
+		                 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS x(attnum, n)
+		                 JOIN pg_attribute pa ON pa.attrelid = c.oid AND pa.attnum = x.attnum
+		                 WHERE i.indrelid = c.oid AND i.indisprimary), '{}'),
+		       COALESCE((SELECT array_agg(pa.attname ORDER BY pa.attnum) FROM pg_attribute pa
+		                 WHERE pa.attrelid = c.oid AND pa.attnum > 0 AND NOT pa.attisdropped
+		                   AND col_description(c.oid, pa.attnum) ILIKE '%tenancy:redact%'), '{}'),
+		       COALESCE((SELECT array_agg(k.conname) FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'u'), '{}'),
+		       COALESCE((SELECT array_agg(ic.relname) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+		                 WHERE i.indrelid = c.oid AND i.indisunique AND NOT i.indisprimary AND i.indpred IS NULL
+		                   AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)), '{}')
 		FROM pg_class c
 		JOIN pg_namespace n ON n.oid = c.relnamespace
 		JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
@@ -116,18 +136,22 @@ func Protect(ctx context.Context, tx pgx.Tx, target Target) error {
 		return fmt.Errorf("find tenant tables in %s: %w", target.Schema, err)
 	}
 	type table struct {
-		name           string
-		isUUID, pkLead bool
-		pinned         bool
+		name              string
+		isUUID, pkLead    bool
+		pinned            bool
+		pk, redacted      []string
+		uniqueConstraints []string
+		uniqueIndexes     []string
 	}
 	tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (table, error) {
 		var t table
-		err := r.Scan(&t.name, &t.isUUID, &t.pkLead, &t.pinned)
+		err := r.Scan(&t.name, &t.isUUID, &t.pkLead, &t.pinned, &t.pk, &t.redacted, &t.uniqueConstraints, &t.uniqueIndexes)
 		return t, err
 	})
 	if err != nil {
 		return fmt.Errorf("find tenant tables in %s: %w", target.Schema, err)
 	}
+	grantee := dataplane.Ident(target.Grantee)
 	for _, t := range tables {
 		if !t.isUUID {
 			return fmt.Errorf("tenant table %s: tenant_id must be of type uuid", t.name)
@@ -136,14 +160,48 @@ func Protect(ctx context.Context, tx pgx.Tx, target Target) error {
 			return fmt.Errorf("tenant table %s: the primary key must start with tenant_id, e.g. PRIMARY KEY (tenant_id, id)", t.name)
 		}
 		rel := dataplane.Ident(target.Schema, t.name)
-		check := "(tenant_id = (SELECT tenancy.current_tenant_id()))"
-		stmts := []string{
-			"ALTER TABLE " + rel + " ENABLE ROW LEVEL SECURITY",
-			"ALTER TABLE " + rel + " FORCE ROW LEVEL SECURITY",
-			"DROP POLICY IF EXISTS " + PolicyName + " ON " + rel,
-			"CREATE POLICY " + PolicyName + " ON " + rel + " USING " + check + " WITH CHECK " + check,
-			"GRANT SELECT, INSERT, UPDATE, DELETE ON " + rel + " TO " + dataplane.Ident(target.Grantee),
+		tenant := "tenant_id = (SELECT tenancy.current_tenant_id())"
+		visible := "(" + tenant + ")"
+		var stmts []string
+		switch t.name {
+		case dataplane.AuditTable:
+			// Read only: entries are written by the audit trigger and sealed at
+			// commit, both running as the owner.
+			stmts = append(stmts, "REVOKE ALL ON "+rel+" FROM "+grantee, "GRANT SELECT ON "+rel+" TO "+grantee)
+		case dataplane.AuditHeadTable:
+			stmts = append(stmts, "REVOKE ALL ON "+rel+" FROM "+grantee)
+		default:
+			if len(t.uniqueConstraints) > 0 {
+				return fmt.Errorf("tenant table %s: unique constraint %s would keep a deleted row's values taken; use a unique index instead (tenancy makes it ignore deleted rows)", t.name, t.uniqueConstraints[0])
+			}
+			// Soft delete: deleted rows are hidden unless the transaction asks
+			// for them (app.include_deleted, see router.TxOpts).
+			visible = "(" + tenant + " AND (deleted_at IS NULL OR current_setting('app.include_deleted', true) = 'on'))"
+			stmts = append(stmts,
+				"ALTER TABLE "+rel+" ADD COLUMN IF NOT EXISTS deleted_at timestamptz",
+				"GRANT SELECT, INSERT, UPDATE, DELETE ON "+rel+" TO "+grantee,
+				"DROP TRIGGER IF EXISTS tenancy_soft_delete ON "+rel,
+				"CREATE TRIGGER tenancy_soft_delete BEFORE DELETE ON "+rel+" FOR EACH ROW EXECUTE FUNCTION tenancy.soft_delete("+literals(t.pk)+")",
+				"DROP TRIGGER IF EXISTS tenancy_audit ON "+rel,
+				"CREATE TRIGGER tenancy_audit AFTER INSERT OR UPDATE OR DELETE ON "+rel+" FOR EACH ROW EXECUTE FUNCTION tenancy.audit("+
+					dataplane.QuoteLiteral(strings.Join(t.pk, ","))+", "+dataplane.QuoteLiteral(strings.Join(t.redacted, ","))+")",
+			)
+			// A unique index ignores deleted rows, so that a value can be used
+			// again once the row holding it is deleted.
+			for _, idx := range t.uniqueIndexes {
+				var def string
+				if err := tx.QueryRow(ctx, `SELECT pg_get_indexdef($1::regclass)`, dataplane.Ident(target.Schema, idx)).Scan(&def); err != nil {
+					return fmt.Errorf("tenant table %s: read index %s: %w", t.name, idx, err)
+				}
+				stmts = append(stmts, "DROP INDEX "+dataplane.Ident(target.Schema, idx), def+" WHERE deleted_at IS NULL")
+			}
 		}
+		stmts = append(stmts,
+			"ALTER TABLE "+rel+" ENABLE ROW LEVEL SECURITY",
+			"ALTER TABLE "+rel+" FORCE ROW LEVEL SECURITY",
+			"DROP POLICY IF EXISTS "+PolicyName+" ON "+rel,
+			"CREATE POLICY "+PolicyName+" ON "+rel+" USING "+visible+" WITH CHECK ("+tenant+")",
+		)
 		if target.Tenant != uuid.Nil && !t.pinned {
 			stmts = append(stmts, "ALTER TABLE "+rel+" ADD CONSTRAINT "+PinConstraint+
 				" CHECK (tenant_id = '"+target.Tenant.String()+"'::uuid)")
@@ -154,10 +212,19 @@ func Protect(ctx context.Context, tx pgx.Tx, target Target) error {
 			}
 		}
 	}
-	if _, err := tx.Exec(ctx, "GRANT USAGE ON ALL SEQUENCES IN SCHEMA "+dataplane.Ident(target.Schema)+" TO "+dataplane.Ident(target.Grantee)); err != nil {
+	if _, err := tx.Exec(ctx, "GRANT USAGE ON ALL SEQUENCES IN SCHEMA "+dataplane.Ident(target.Schema)+" TO "+grantee); err != nil {
 		return fmt.Errorf("grant sequences in %s: %w", target.Schema, err)
 	}
 	return nil
+}
+
+// literals is a list of SQL string literals.
+func literals(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = dataplane.QuoteLiteral(s)
+	}
+	return strings.Join(q, ", ")
 }
 
 // State is what a target has applied, compared with the model.

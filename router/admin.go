@@ -50,5 +50,14 @@ func (r *Router) AdminTx(ctx context.Context, opts *AdminOpts, fn func(pgx.Tx) e
 		return fmt.Errorf("connect to %s/%s as administrator: %w", s.Name, cfg.Database, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	return pgx.BeginFunc(ctx, conn, fn)
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		// Changes made here reach tenants' audit logs under the actor's name.
+		c, _ := tenancy.ClientFromContext(ctx)
+		if _, err := tx.Exec(ctx, `SELECT set_config('app.actor', $1, true), set_config('app.request_id', $2, true),
+			set_config('app.client_ip', $3, true), set_config('app.user_agent', $4, true)`,
+			clean(actor.String()), clean(tenancy.RequestIDFromContext(ctx)), clean(c.IP), clean(c.UserAgent)); err != nil {
+			return fmt.Errorf("admin transaction: %w", err)
+		}
+		return fn(tx)
+	})
 }

@@ -121,6 +121,9 @@ type TxOpts struct {
 	ReadOnly bool
 	// IsoLevel is the isolation level; empty means the server's default.
 	IsoLevel pgx.TxIsoLevel
+	// IncludeDeleted shows soft-deleted rows too (to list or restore them:
+	// UPDATE … SET deleted_at = NULL). Otherwise deleted rows are invisible.
+	IncludeDeleted bool
 }
 
 // Tx runs fn in a transaction on the data of the tenant carried by ctx, and
@@ -154,8 +157,9 @@ func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error
 	if err != nil {
 		return err
 	}
+	includeDeleted := opts != nil && opts.IncludeDeleted
 	for attempt := 0; ; attempt++ {
-		err := r.run(ctx, t, begin, fn)
+		err := r.run(ctx, t, begin, includeDeleted, fn)
 		if attempt == 0 && isCachedPlanChange(err) {
 			continue
 		}
@@ -163,14 +167,14 @@ func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error
 	}
 }
 
-func (r *Router) run(ctx context.Context, t *tenancy.Tenant, begin string, fn func(pgx.Tx) error) (err error) {
+func (r *Router) run(ctx context.Context, t *tenancy.Tenant, begin string, includeDeleted bool, fn func(pgx.Tx) error) (err error) {
 	lease, err := r.acquire(ctx, t.Placement)
 	if err != nil {
 		return err
 	}
 	conn := lease.Conn()
 	state := r.connState(conn)
-	tx := newTx(conn, state, r.prelude(ctx, t, conn.PgConn().PID(), begin))
+	tx := newTx(conn, state, r.prelude(ctx, t, conn.PgConn().PID(), begin, includeDeleted))
 	defer func() {
 		if p := recover(); p != nil {
 			_ = tx.Rollback(context.WithoutCancel(ctx))
@@ -247,14 +251,18 @@ func beginSQL(opts *TxOpts) (string, error) {
 // The signature is bound to the backend (pid). The application role cannot
 // read the settings of other sessions (provision sets track_activities off for
 // it), and a signature seen anyway is worthless on another backend.
-func (r *Router) prelude(ctx context.Context, t *tenancy.Tenant, pid uint32, begin string) *prelude {
+func (r *Router) prelude(ctx context.Context, t *tenancy.Tenant, pid uint32, begin string, includeDeleted bool) *prelude {
 	role := "none"
 	if t.Model != tenancy.ModelShared {
 		role = t.Role()
 	}
 	a, _ := tenancy.ActorFromContext(ctx)
 	c, _ := tenancy.ClientFromContext(ctx)
-	return &prelude{begin: begin, args: [8]any{
+	deleted := ""
+	if includeDeleted {
+		deleted = "on"
+	}
+	return &prelude{begin: begin, args: [9]any{
 		t.ID.String(),
 		Sign(r.cfg.Key, t.ID, pid),
 		// pg_temp last: otherwise PostgreSQL searches it first for relations,
@@ -266,6 +274,7 @@ func (r *Router) prelude(ctx context.Context, t *tenancy.Tenant, pid uint32, beg
 		clean(tenancy.RequestIDFromContext(ctx)),
 		clean(c.IP),
 		clean(c.UserAgent),
+		deleted,
 	}}
 }
 

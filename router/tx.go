@@ -21,7 +21,8 @@ const preludeSetSQL = `SELECT pg_advisory_unlock_all(),
  set_config('app.tenant_id', $1, true), set_config('app.tenant_sig', $2, true),
  set_config('search_path', $3, true), set_config('role', $4, true),
  set_config('app.actor', $5, true), set_config('app.request_id', $6, true),
- set_config('app.client_ip', $7, true), set_config('app.user_agent', $8, true)`
+ set_config('app.client_ip', $7, true), set_config('app.user_agent', $8, true),
+ set_config('app.include_deleted', $9, true)`
 
 // prelude is what starts a tenant transaction: BEGIN with an explicit mode (not
 // the session's characteristics, which earlier SQL may have changed), RESET
@@ -30,7 +31,7 @@ const preludeSetSQL = `SELECT pg_advisory_unlock_all(),
 // as that statement alone plus COMMIT.
 type prelude struct {
 	begin string // BEGIN ISOLATION LEVEL … READ WRITE|READ ONLY, from a fixed set
-	args  [8]any // the parameters of preludeSetSQL
+	args  [9]any // the parameters of preludeSetSQL
 }
 
 // queue adds the prelude to b.

@@ -4,6 +4,7 @@
 //	tenancy servers add|list          the servers of the data plane
 //	tenancy tenants …                 the tenants: create, list, show, suspend, resume, delete, restore, purge
 //	tenancy migrate up|status         the tenant data model on every target of the fleet
+//	tenancy audit list|verify         a tenant's audit log, and its hash chain
 //
 // Connection settings come from --database-url or TENANCY_DATABASE_URL (the
 // catalog database); with neither, the embedded PostgreSQL in --data-dir.
@@ -71,6 +72,9 @@ Usage:
                                        destroy a deleted tenant's data, once its retention has passed
   tenancy migrate up [--canary N | --group G] [--fail-fast] [--parallel N] [--per-server N] [--json]
   tenancy migrate status [--json]      every target's version, pending migrations and drift
+  tenancy audit list --tenant SLUG [--since T] [--until T] [--actor A] [--table T] [--after N] [--limit N] [--json]
+  tenancy audit verify --tenant SLUG [--json]
+                                       check the tenant's hash-chained audit log; names the first bad entry
 
 Common flags:
   --database-url URL   the catalog database (default: $TENANCY_DATABASE_URL, else the embedded PostgreSQL)
@@ -112,6 +116,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.runTenants(ctx, args[1:])
 	case "migrate":
 		return m.runMigrate(ctx, args[1:])
+	case "audit":
+		return m.runAudit(ctx, args[1:])
 	}
 	fmt.Fprintf(m.Stderr, "tenancy: unknown command %q\n\n%s", args[0], usage)
 	return errUsage
