@@ -42,6 +42,9 @@ type Querier interface {
 
 // Entry is one recorded change.
 type Entry struct {
+	// ID orders entries as they were written and is List's cursor; Seq is
+	// the entry's place in the hash chain, given at commit.
+	ID        int64           `json:"id"`
 	Seq       int64           `json:"seq"`
 	At        time.Time       `json:"at"`
 	Table     string          `json:"table"`
@@ -61,7 +64,7 @@ type ListOpts struct {
 	Table        string    // one table
 	// Row selects the entries of one row by its key, e.g. {"id": 7}.
 	Row map[string]any
-	// After is the cursor: the Seq of the last entry of the previous page.
+	// After is the cursor: the ID of the last entry of the previous page.
 	After int64
 	// Limit is the page size: default 100, at most 1000.
 	Limit int
@@ -97,19 +100,19 @@ func List(ctx context.Context, q Querier, schema string, tenant uuid.UUID, opts 
 	if !opts.Until.IsZero() {
 		until = &opts.Until
 	}
-	rows, err := q.Query(ctx, `SELECT seq, at, table_name, row_key, op, changes, actor, client_ip, user_agent, request_id
+	rows, err := q.Query(ctx, `SELECT id, seq, at, table_name, row_key, op, changes, actor, client_ip, user_agent, request_id
 		FROM `+dataplane.Ident(schema, dataplane.AuditTable)+`
-		WHERE tenant_id = $1 AND seq > $2 AND hash IS NOT NULL
+		WHERE tenant_id = $1 AND id > $2 AND hash IS NOT NULL
 		  AND ($3::timestamptz IS NULL OR at >= $3) AND ($4::timestamptz IS NULL OR at < $4)
 		  AND ($5 = '' OR actor = $5) AND ($6 = '' OR table_name = $6) AND ($7::jsonb IS NULL OR row_key @> $7)
-		ORDER BY seq LIMIT $8`,
+		ORDER BY id LIMIT $8`,
 		tenant, opts.After, since, until, opts.Actor, opts.Table, row, limit+1)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read audit log: %w", err)
 	}
 	entries, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Entry, error) {
 		var e Entry
-		err := r.Scan(&e.Seq, &e.At, &e.Table, &e.RowKey, &e.Op, &e.Changes, &e.Actor, &e.ClientIP, &e.UserAgent, &e.RequestID)
+		err := r.Scan(&e.ID, &e.Seq, &e.At, &e.Table, &e.RowKey, &e.Op, &e.Changes, &e.Actor, &e.ClientIP, &e.UserAgent, &e.RequestID)
 		return e, err
 	})
 	if err != nil {
@@ -118,7 +121,7 @@ func List(ctx context.Context, q Querier, schema string, tenant uuid.UUID, opts 
 	var next int64
 	if len(entries) > limit {
 		entries = entries[:limit]
-		next = entries[limit-1].Seq
+		next = entries[limit-1].ID
 	}
 	return entries, next, nil
 }

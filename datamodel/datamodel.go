@@ -183,8 +183,7 @@ func Protect(ctx context.Context, tx pgx.Tx, target Target) error {
 				"DROP TRIGGER IF EXISTS tenancy_soft_delete ON "+rel,
 				"CREATE TRIGGER tenancy_soft_delete BEFORE DELETE ON "+rel+" FOR EACH ROW EXECUTE FUNCTION tenancy.soft_delete("+literals(t.pk)+")",
 				"DROP TRIGGER IF EXISTS tenancy_audit ON "+rel,
-				"CREATE TRIGGER tenancy_audit AFTER INSERT OR UPDATE OR DELETE ON "+rel+" FOR EACH ROW EXECUTE FUNCTION tenancy.audit("+
-					dataplane.QuoteLiteral(strings.Join(t.pk, ","))+", "+dataplane.QuoteLiteral(strings.Join(t.redacted, ","))+")",
+				"CREATE TRIGGER tenancy_audit AFTER INSERT OR UPDATE OR DELETE ON "+rel+" FOR EACH ROW EXECUTE FUNCTION "+dataplane.AuditTrigger(target.Schema, t.pk, t.redacted),
 			)
 			// A unique index ignores deleted rows, so that a value can be used
 			// again once the row holding it is deleted.

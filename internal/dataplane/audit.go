@@ -26,7 +26,7 @@ const (
 // EnsureAuditTables creates, in schema, the audit log and the chain heads if
 // they are missing.
 func EnsureAuditTables(ctx context.Context, q Querier, schema string) error {
-	for _, s := range []string{
+	stmts := []string{
 		`CREATE TABLE IF NOT EXISTS ` + Ident(schema, AuditTable) + ` (
 			tenant_id  uuid NOT NULL,
 			id         bigint GENERATED ALWAYS AS IDENTITY,
@@ -44,19 +44,27 @@ func EnsureAuditTables(ctx context.Context, q Querier, schema string) error {
 			hash       bytea,
 			PRIMARY KEY (tenant_id, id)
 		)`,
-		`CREATE INDEX IF NOT EXISTS ` + Ident(AuditTable+"_seq_idx") + ` ON ` + Ident(schema, AuditTable) + ` (tenant_id, seq)`,
-		`CREATE INDEX IF NOT EXISTS ` + Ident(AuditTable+"_unsealed_idx") + ` ON ` + Ident(schema, AuditTable) + ` (tenant_id, id) WHERE hash IS NULL`,
+		// The seal updates every entry once, at commit: with no index on
+		// the columns it sets and room left on each page, that update is a
+		// HOT update that writes no index entry.
+		`ALTER TABLE ` + Ident(schema, AuditTable) + ` SET (fillfactor = 60)`,
+		`DROP INDEX IF EXISTS ` + Ident(schema, AuditTable+"_seq_idx"),
+		`DROP INDEX IF EXISTS ` + Ident(schema, AuditTable+"_unsealed_idx"),
 		`CREATE TABLE IF NOT EXISTS ` + Ident(schema, AuditHeadTable) + ` (
 			tenant_id uuid PRIMARY KEY,
 			seq       bigint NOT NULL,
 			hash      bytea NOT NULL
 		)`,
+	}
+	stmts = append(stmts, auditSchemaFunctions(schema)...)
+	stmts = append(stmts,
 		// Seal each transaction's entries into the chain at commit: the
 		// tenant's chain head is locked only from then until the commit.
-		`DROP TRIGGER IF EXISTS tenancy_audit_seal ON ` + Ident(schema, AuditTable),
-		`CREATE CONSTRAINT TRIGGER tenancy_audit_seal AFTER INSERT ON ` + Ident(schema, AuditTable) + `
-			DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tenancy.audit_seal()`,
-	} {
+		`DROP TRIGGER IF EXISTS tenancy_audit_seal ON `+Ident(schema, AuditTable),
+		`CREATE CONSTRAINT TRIGGER tenancy_audit_seal AFTER INSERT ON `+Ident(schema, AuditTable)+`
+			DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION `+Ident(schema, auditSealFunction)+`()`,
+	)
+	for _, s := range stmts {
 		if _, err := q.Exec(ctx, s); err != nil {
 			return fmt.Errorf("prepare the audit log in %s: %w", schema, err)
 		}
@@ -87,9 +95,12 @@ var auditFunctions = []string{
 	`CREATE OR REPLACE FUNCTION tenancy.soft_delete() RETURNS trigger
 	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 	DECLARE
-		purge text := tenancy.purging(TG_RELID);
+		purge text;
 		cond text;
 	BEGIN
+		IF coalesce(current_setting('tenancy.purge', true), '') <> '' THEN
+			purge := tenancy.purging(TG_RELID);
+		END IF;
 		IF purge <> '' THEN
 			IF purge = 'tenant' THEN
 				RETURN OLD;
@@ -107,106 +118,150 @@ var auditFunctions = []string{
 		EXECUTE format('UPDATE %I.%I SET deleted_at = clock_timestamp() WHERE %s', TG_TABLE_SCHEMA, TG_TABLE_NAME, cond) USING OLD;
 		RETURN NULL;
 	END $fn$`,
-	// tenancy.audit: AFTER INSERT, UPDATE or DELETE on every tenant table.
-	// TG_ARGV[0] lists the primary key columns, TG_ARGV[1] the redacted
-	// ones (comma-separated). Who and from where come from the settings the
-	// router writes for the transaction.
-	`CREATE OR REPLACE FUNCTION tenancy.audit() RETURNS trigger
-	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-	DECLARE
-		o jsonb;
-		n jsonb;
-		r jsonb;
-		op text := lower(TG_OP);
-		changes jsonb;
-		redacted text[] := string_to_array(nullif(TG_ARGV[1], ''), ',');
-		k text;
-	BEGIN
-		IF tenancy.purging(TG_RELID) = 'tenant' THEN
-			RETURN NULL; -- the tenant's log goes with it; the catalog records the purge
-		END IF;
-		IF TG_OP <> 'INSERT' THEN o := to_jsonb(OLD); END IF;
-		IF TG_OP <> 'DELETE' THEN n := to_jsonb(NEW); END IF;
-		r := coalesce(n, o);
-		IF TG_OP = 'DELETE' THEN
-			op := 'purge';
-		ELSIF TG_OP = 'UPDATE' AND o->'deleted_at' = 'null' AND n->'deleted_at' <> 'null' THEN
-			op := 'delete';
-		ELSIF TG_OP = 'UPDATE' AND o->'deleted_at' <> 'null' AND n->'deleted_at' = 'null' THEN
-			op := 'restore';
-		END IF;
-		IF TG_OP = 'UPDATE' THEN
-			SELECT coalesce(jsonb_object_agg(e.key, jsonb_build_object('old', o->e.key, 'new', e.value)), '{}')
-				INTO changes FROM jsonb_each(n) e WHERE o->e.key IS DISTINCT FROM e.value;
-			IF changes = '{}' THEN
-				RETURN NULL; -- nothing changed
-			END IF;
-		ELSE
-			changes := coalesce(n, o);
-		END IF;
-		FOREACH k IN ARRAY coalesce(redacted, '{}') LOOP
-			IF changes ? k THEN
-				changes := jsonb_set(changes, ARRAY[k], '"[redacted]"');
-			END IF;
-		END LOOP;
-		EXECUTE format('INSERT INTO %I.tenancy_audit (tenant_id, table_name, row_key, op, changes, actor, client_ip, user_agent, request_id)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)', TG_TABLE_SCHEMA)
-		USING (r->>'tenant_id')::uuid, TG_TABLE_NAME,
-			(SELECT jsonb_object_agg(c, r->c) FROM unnest(string_to_array(TG_ARGV[0], ',')) c),
-			op, changes,
-			coalesce(current_setting('app.actor', true), ''), coalesce(current_setting('app.client_ip', true), ''),
-			coalesce(current_setting('app.user_agent', true), ''), coalesce(current_setting('app.request_id', true), '');
-		RETURN NULL;
-	END $fn$`,
-	// tenancy.audit_digest: the hash of an entry given the previous one's.
-	// The time is written in UTC so that the session's TimeZone does not
-	// change it.
+	// tenancy.audit_digest: the hash of an entry given the previous one's,
+	// for audit.Verify. The seal computes the same expression inline.
 	`CREATE OR REPLACE FUNCTION tenancy.audit_digest(prev bytea, tenant uuid, seq bigint, at timestamptz, table_name text,
 		row_key jsonb, op text, changes jsonb, actor text, client_ip text, user_agent text, request_id text) RETURNS bytea
 	LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $fn$
-		SELECT sha256(coalesce(prev, '') || convert_to(concat_ws(E'\x1f', tenant::text, seq::text,
-			to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), table_name, row_key::text, op, changes::text,
-			actor, client_ip, user_agent, request_id), 'UTF8'))
+		SELECT ` + digestSQL("$1", func(i int, _ string) string { return fmt.Sprintf("$%d", i+2) }) + `
 	$fn$`,
-	// tenancy.audit_seal: deferred to commit, per entry. The first call of a
-	// transaction locks the tenant's chain head and chains every entry the
-	// transaction wrote, in order; later calls find nothing left to seal.
-	`CREATE OR REPLACE FUNCTION tenancy.audit_seal() RETURNS trigger
-	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-	DECLARE
-		head_seq bigint;
-		head_hash bytea;
-		e record;
-		h bytea;
-		sealed int;
-	BEGIN
-		EXECUTE format('SELECT seq, hash FROM %I.tenancy_audit_head WHERE tenant_id = $1 FOR UPDATE', TG_TABLE_SCHEMA)
-			INTO head_seq, head_hash USING NEW.tenant_id;
-		IF head_seq IS NULL THEN
-			EXECUTE format('INSERT INTO %I.tenancy_audit_head (tenant_id, seq, hash) VALUES ($1, 0, ''\x'') ON CONFLICT DO NOTHING', TG_TABLE_SCHEMA)
-				USING NEW.tenant_id;
-			EXECUTE format('SELECT seq, hash FROM %I.tenancy_audit_head WHERE tenant_id = $1 FOR UPDATE', TG_TABLE_SCHEMA)
-				INTO head_seq, head_hash USING NEW.tenant_id;
-		END IF;
-		sealed := 0;
-		FOR e IN EXECUTE format('SELECT * FROM %I.tenancy_audit WHERE tenant_id = $1 AND hash IS NULL ORDER BY id', TG_TABLE_SCHEMA)
-			USING NEW.tenant_id LOOP
-			sealed := sealed + 1;
-			head_seq := head_seq + 1;
-			h := tenancy.audit_digest(head_hash, e.tenant_id, head_seq, e.at, e.table_name, e.row_key, e.op, e.changes,
-				e.actor, e.client_ip, e.user_agent, e.request_id);
-			EXECUTE format('UPDATE %I.tenancy_audit SET seq = $1, prev_hash = $2, hash = $3 WHERE tenant_id = $4 AND id = $5', TG_TABLE_SCHEMA)
-				USING head_seq, head_hash, h, e.tenant_id, e.id;
-			head_hash := h;
-		END LOOP;
-		IF sealed = 0 THEN
-			RETURN NULL; -- an earlier call of this transaction sealed everything
-		END IF;
-		EXECUTE format('UPDATE %I.tenancy_audit_head SET seq = $1, hash = $2 WHERE tenant_id = $3', TG_TABLE_SCHEMA)
-			USING head_seq, head_hash, NEW.tenant_id;
-		RETURN NULL;
-	END $fn$`,
-	`REVOKE ALL ON FUNCTION tenancy.soft_delete(), tenancy.audit(), tenancy.audit_seal() FROM PUBLIC`,
+	`REVOKE ALL ON FUNCTION tenancy.soft_delete() FROM PUBLIC`,
+}
+
+// digestFields are an entry's hashed fields, in the order of
+// tenancy.audit_digest's parameters after prev.
+var digestFields = []string{"tenant_id", "seq", "at", "table_name", "row_key", "op", "changes", "actor", "client_ip", "user_agent", "request_id"}
+
+// digestSQL is the SQL expression of an entry's hash: prev is the previous
+// entry's hash and field gives the SQL expression of each of digestFields.
+// The time is written in UTC so that the session's TimeZone does not change
+// it.
+func digestSQL(prev string, field func(i int, name string) string) string {
+	parts := make([]string, len(digestFields))
+	for i, name := range digestFields {
+		v := field(i, name)
+		switch name {
+		case "at":
+			v = "to_char(" + v + ` AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')`
+		case "tenant_id", "seq", "row_key", "changes":
+			v += "::text"
+		}
+		parts[i] = v
+	}
+	return "sha256(coalesce(" + prev + ", '') || convert_to(concat_ws(E'\\x1f', " + strings.Join(parts, ", ") + "), 'UTF8'))"
+}
+
+// Per-schema trigger functions: the capture and the seal name the schema's
+// own log in static SQL, so that PostgreSQL plans their statements once per
+// connection instead of once per row (EXECUTE), which makes auditing a
+// transaction several times cheaper (docs/AUDIT.md).
+const (
+	auditRowFunction  = "tenancy_audit_row"
+	auditSealFunction = "tenancy_audit_seal"
+)
+
+// AuditTrigger returns the EXECUTE FUNCTION clause of a tenant table's audit
+// trigger in schema: pk lists the primary key's columns, redacted the columns
+// whose values are not copied into the log.
+func AuditTrigger(schema string, pk, redacted []string) string {
+	return Ident(schema, auditRowFunction) + "(" + QuoteLiteral(strings.Join(pk, ",")) + ", " + QuoteLiteral(strings.Join(redacted, ",")) + ")"
+}
+
+// auditSchemaFunctions are schema's capture and seal functions.
+func auditSchemaFunctions(schema string) []string {
+	log, head := Ident(schema, AuditTable), Ident(schema, AuditHeadTable)
+	row, seal := Ident(schema, auditRowFunction), Ident(schema, auditSealFunction)
+	return []string{
+		// The capture, AFTER INSERT, UPDATE or DELETE on every tenant table.
+		// TG_ARGV[0] lists the primary key columns, TG_ARGV[1] the redacted
+		// ones (comma-separated). Who and from where come from the settings
+		// the router writes for the transaction.
+		`CREATE OR REPLACE FUNCTION ` + row + `() RETURNS trigger
+		LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+		DECLARE
+			o jsonb;
+			n jsonb;
+			r jsonb;
+			op text := lower(TG_OP);
+			changes jsonb;
+			k text;
+		BEGIN
+			IF coalesce(current_setting('tenancy.purge', true), '') <> '' AND tenancy.purging(TG_RELID) = 'tenant' THEN
+				RETURN NULL; -- the tenant's log goes with it; the catalog records the purge
+			END IF;
+			IF TG_OP <> 'INSERT' THEN o := to_jsonb(OLD); END IF;
+			IF TG_OP <> 'DELETE' THEN n := to_jsonb(NEW); END IF;
+			r := coalesce(n, o);
+			IF TG_OP = 'DELETE' THEN
+				op := 'purge';
+			ELSIF TG_OP = 'UPDATE' AND o->'deleted_at' = 'null' AND n->'deleted_at' <> 'null' THEN
+				op := 'delete';
+			ELSIF TG_OP = 'UPDATE' AND o->'deleted_at' <> 'null' AND n->'deleted_at' = 'null' THEN
+				op := 'restore';
+			END IF;
+			IF TG_OP = 'UPDATE' THEN
+				SELECT coalesce(jsonb_object_agg(e.key, jsonb_build_object('old', o->e.key, 'new', e.value)), '{}')
+					INTO changes FROM jsonb_each(n) e WHERE o->e.key IS DISTINCT FROM e.value;
+				IF changes = '{}' THEN
+					RETURN NULL; -- nothing changed
+				END IF;
+			ELSE
+				changes := r;
+			END IF;
+			IF TG_ARGV[1] <> '' THEN
+				FOREACH k IN ARRAY string_to_array(TG_ARGV[1], ',') LOOP
+					IF changes ? k THEN
+						changes := jsonb_set(changes, ARRAY[k], '"[redacted]"');
+					END IF;
+				END LOOP;
+			END IF;
+			INSERT INTO ` + log + ` (tenant_id, table_name, row_key, op, changes, actor, client_ip, user_agent, request_id)
+			VALUES ((r->>'tenant_id')::uuid, TG_TABLE_NAME,
+				(SELECT jsonb_object_agg(c, r->c) FROM unnest(string_to_array(TG_ARGV[0], ',')) c),
+				op, changes,
+				coalesce(current_setting('app.actor', true), ''), coalesce(current_setting('app.client_ip', true), ''),
+				coalesce(current_setting('app.user_agent', true), ''), coalesce(current_setting('app.request_id', true), ''));
+			RETURN NULL;
+		END $fn$`,
+		// The seal, deferred to commit, per entry. The first call of a
+		// transaction locks the tenant's chain head and chains every entry
+		// the transaction wrote, in order; later calls find their entry
+		// sealed and return at once.
+		`CREATE OR REPLACE FUNCTION ` + seal + `() RETURNS trigger
+		LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+		DECLARE
+			head_seq bigint;
+			head_hash bytea;
+			e record;
+			h bytea;
+		BEGIN
+			IF EXISTS (SELECT 1 FROM ` + log + ` WHERE tenant_id = NEW.tenant_id AND id = NEW.id AND hash IS NOT NULL) THEN
+				RETURN NULL; -- an earlier call of this transaction sealed it
+			END IF;
+			SELECT seq, hash INTO head_seq, head_hash FROM ` + head + ` WHERE tenant_id = NEW.tenant_id FOR UPDATE;
+			IF head_seq IS NULL THEN
+				INSERT INTO ` + head + ` (tenant_id, seq, hash) VALUES (NEW.tenant_id, 0, '\x') ON CONFLICT DO NOTHING;
+				SELECT seq, hash INTO head_seq, head_hash FROM ` + head + ` WHERE tenant_id = NEW.tenant_id FOR UPDATE;
+			END IF;
+			-- This transaction's entries: NEW is its first (deferred triggers
+			-- fire in the order of the inserts), and other transactions'
+			-- entries after it are either invisible or sealed.
+			FOR e IN SELECT * FROM ` + log + ` WHERE tenant_id = NEW.tenant_id AND id >= NEW.id AND hash IS NULL ORDER BY id LOOP
+				head_seq := head_seq + 1;
+				h := ` + digestSQL("head_hash", func(_ int, name string) string {
+			if name == "seq" {
+				return "head_seq"
+			}
+			return "e." + name
+		}) + `;
+				UPDATE ` + log + ` SET seq = head_seq, prev_hash = head_hash, hash = h WHERE tenant_id = e.tenant_id AND id = e.id;
+				head_hash := h;
+			END LOOP;
+			UPDATE ` + head + ` SET seq = head_seq, hash = head_hash WHERE tenant_id = NEW.tenant_id;
+			RETURN NULL;
+		END $fn$`,
+		`REVOKE ALL ON FUNCTION ` + row + `(), ` + seal + `() FROM PUBLIC`,
+	}
 }
 
 // EnsureAuditFunctions creates the soft delete and audit functions in the
@@ -215,7 +270,7 @@ var auditFunctions = []string{
 // turns (CREATE OR REPLACE of one function at once fails).
 func EnsureAuditFunctions(ctx context.Context, q Querier) error {
 	var current bool
-	err := q.QueryRow(ctx, `SELECT coalesce(obj_description(to_regprocedure('tenancy.audit_seal()'), 'pg_proc') = $1, false)`,
+	err := q.QueryRow(ctx, `SELECT coalesce(obj_description(to_regprocedure('tenancy.soft_delete()'), 'pg_proc') = $1, false)`,
 		auditVersion).Scan(&current)
 	if err != nil {
 		return fmt.Errorf("look up audit functions: %w", err)
@@ -226,7 +281,7 @@ func EnsureAuditFunctions(ctx context.Context, q Querier) error {
 	if _, err := q.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('tenancy.audit_functions'))`); err != nil {
 		return fmt.Errorf("lock audit functions: %w", err)
 	}
-	for _, s := range append(auditFunctions, `COMMENT ON FUNCTION tenancy.audit_seal() IS `+QuoteLiteral(auditVersion)) {
+	for _, s := range append(auditFunctions, `COMMENT ON FUNCTION tenancy.soft_delete() IS `+QuoteLiteral(auditVersion)) {
 		if _, err := q.Exec(ctx, s); err != nil {
 			return fmt.Errorf("create audit functions: %w", err)
 		}
