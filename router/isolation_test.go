@@ -84,6 +84,14 @@ func collect(rows pgx.Rows, err error) ([]uuid.UUID, error) {
 	return pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 }
 
+// breachUnless reports a write that should have been refused as reaching b.
+func breachUnless(err error, b *tenancy.Tenant) ([]uuid.UUID, error) {
+	if err != nil {
+		return nil, err
+	}
+	return []uuid.UUID{b.ID}, nil
+}
+
 func qualified(tn *tenancy.Tenant, table string) string {
 	return dataplane.Ident(tn.Placement.Schema, table)
 }
@@ -109,6 +117,19 @@ var attacks = []attack{
 	}},
 	{"insert with B's tenant_id", always, func(ctx context.Context, tx pgx.Tx, a, b *tenancy.Tenant) ([]uuid.UUID, error) {
 		return collect(tx.Query(ctx, `INSERT INTO companies (tenant_id, name) VALUES ($1, 'planted') RETURNING tenant_id`, b.ID))
+	}},
+	// Without RETURNING, only the policy's WITH CHECK stands between the
+	// statement and B's data (RETURNING also applies the USING clause).
+	{"insert with B's tenant_id, no RETURNING", always, func(ctx context.Context, tx pgx.Tx, a, b *tenancy.Tenant) ([]uuid.UUID, error) {
+		_, err := tx.Exec(ctx, `INSERT INTO companies (tenant_id, name) VALUES ($1, 'planted')`, b.ID)
+		return breachUnless(err, b)
+	}},
+	{"move own row to B, no RETURNING", always, func(ctx context.Context, tx pgx.Tx, a, b *tenancy.Tenant) ([]uuid.UUID, error) {
+		tag, err := tx.Exec(ctx, `UPDATE deals SET tenant_id = $1`, b.ID)
+		if err == nil && tag.RowsAffected() == 0 {
+			return nil, nil
+		}
+		return breachUnless(err, b)
 	}},
 	{"schema-qualified select", sameDatabase, func(ctx context.Context, tx pgx.Tx, a, b *tenancy.Tenant) ([]uuid.UUID, error) {
 		return collect(tx.Query(ctx, `SELECT tenant_id FROM `+qualified(b, "contacts")))
