@@ -18,6 +18,7 @@ package router_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"runtime"
@@ -45,6 +46,12 @@ const (
 // benchSeq makes inserted e-mail addresses unique across sub-benchmarks and
 // their repeated runs ((tenant_id, email) is unique).
 var benchSeq atomic.Int64
+
+// benchPgBouncer puts PgBouncer in transaction mode between the router and the
+// server (the raw sides still connect directly):
+//
+//	go test -run '^$' -bench BenchmarkInterleaved -benchtime 2000x ./router/ -args -pgbouncer
+var benchPgBouncer = flag.Bool("pgbouncer", false, "route the router's connections through a private PgBouncer in transaction mode")
 
 func benchEmail() string {
 	return "b" + strconv.FormatInt(benchSeq.Add(1), 10) + "@example.test"
@@ -77,7 +84,7 @@ const (
 // company and a contact, and connects raw to each tenant's database.
 func setupBench(b *testing.B) (*tenanttest.Bundle, []*benchTenant) {
 	b.Helper()
-	bundle := tenanttest.Setup(b, &tenanttest.Opts{PerModel: 1, MaxConnsPerServer: benchMaxConns})
+	bundle := tenanttest.Setup(b, &tenanttest.Opts{PerModel: 1, MaxConnsPerServer: benchMaxConns, PgBouncer: *benchPgBouncer})
 	var out []*benchTenant
 	for _, tn := range bundle.Tenants {
 		table := dataplane.Ident(tn.Placement.Schema, "contacts")

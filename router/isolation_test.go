@@ -233,44 +233,56 @@ func TestIsolation(t *testing.T) {
 	for _, servers := range []int{1, 2} {
 		t.Run(fmt.Sprintf("Servers%d", servers), func(t *testing.T) {
 			t.Parallel()
-			b := tenanttest.Setup(t, &tenanttest.Opts{Servers: servers, PerModel: 2})
-			for _, tn := range b.Tenants {
-				seed(t, b, tn)
+			testIsolation(t, &tenanttest.Opts{Servers: servers, PerModel: 2})
+		})
+	}
+}
+
+// TestIsolationBehindPgBouncer runs the suite with PgBouncer in transaction
+// mode between the router and the server, where schema-per-tenant libraries
+// lose their search_path and read across tenants.
+func TestIsolationBehindPgBouncer(t *testing.T) {
+	t.Parallel()
+	testIsolation(t, &tenanttest.Opts{PerModel: 2, PgBouncer: true})
+}
+
+func testIsolation(t *testing.T, opts *tenanttest.Opts) {
+	b := tenanttest.Setup(t, opts)
+	for _, tn := range b.Tenants {
+		seed(t, b, tn)
+	}
+	for _, a := range b.Tenants {
+		for _, victim := range b.Tenants {
+			if a == victim {
+				continue
 			}
-			for _, a := range b.Tenants {
-				for _, victim := range b.Tenants {
-					if a == victim {
+			name := fmt.Sprintf("%s(%s)Attacks%s(%s)", a.Model, a.Slug, victim.Model, victim.Slug)
+			t.Run(name, func(t *testing.T) {
+				before := fingerprint(t, b, victim)
+				for _, at := range attacks {
+					if !at.applies(a, victim) {
 						continue
 					}
-					name := fmt.Sprintf("%s(%s)Attacks%s(%s)", a.Model, a.Slug, victim.Model, victim.Slug)
-					t.Run(name, func(t *testing.T) {
-						before := fingerprint(t, b, victim)
-						for _, at := range attacks {
-							if !at.applies(a, victim) {
-								continue
-							}
-							var seen []uuid.UUID
-							err := b.Platform.Router.Tx(tenanttest.Ctx(a), func(tx pgx.Tx) error {
-								var err error
-								seen, err = at.run(context.Background(), tx, a, victim)
-								return err
-							})
-							if err != nil {
-								continue // refused: fine
-							}
-							for _, id := range seen {
-								if id != a.ID {
-									t.Errorf("%s: tenant %s reached a row of tenant %s", at.name, a.Slug, id)
-								}
-							}
-						}
-						if after := fingerprint(t, b, victim); after != before {
-							t.Errorf("tenant %s's rows changed under attacks from %s:\nbefore %s\nafter  %s", victim.Slug, a.Slug, before, after)
-						}
+					var seen []uuid.UUID
+					err := b.Platform.Router.Tx(tenanttest.Ctx(a), func(tx pgx.Tx) error {
+						var err error
+						seen, err = at.run(context.Background(), tx, a, victim)
+						return err
 					})
+					if err != nil {
+						continue // refused: fine
+					}
+					for _, id := range seen {
+						if id != a.ID {
+							t.Errorf("%s: tenant %s reached a row of tenant %s", at.name, a.Slug, id)
+						}
+					}
 				}
-			}
-		})
+				if after := fingerprint(t, b, victim); after != before {
+					t.Errorf("tenant %s's rows changed under attacks from %s:\nbefore %s\nafter  %s", victim.Slug, a.Slug, before, after)
+				}
+			})
+		}
 	}
 }
 

@@ -303,7 +303,18 @@ var _ = uuid.Nil
 // clean.
 func TestSessionStateDoesNotCarryOver(t *testing.T) {
 	t.Parallel()
-	b := tenanttest.Setup(t, &tenanttest.Opts{MaxConnsPerServer: 1})
+	testSessionState(t, &tenanttest.Opts{MaxConnsPerServer: 1})
+}
+
+// TestSessionStateBehindPgBouncer: the same through PgBouncer in transaction
+// mode, where the backend is shared by every client connection.
+func TestSessionStateBehindPgBouncer(t *testing.T) {
+	t.Parallel()
+	testSessionState(t, &tenanttest.Opts{MaxConnsPerServer: 2, PgBouncer: true})
+}
+
+func testSessionState(t *testing.T, opts *tenanttest.Opts) {
+	b := tenanttest.Setup(t, opts)
 	server := b.ServerNames[0]
 	a := b.CreateTenant(t, tenancy.ModelShared, server)
 	other := b.CreateTenant(t, tenancy.ModelSchema, server)

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -174,7 +175,7 @@ func (r *Router) run(ctx context.Context, t *tenancy.Tenant, begin string, inclu
 	}
 	conn := lease.Conn()
 	state := r.connState(conn)
-	tx := newTx(conn, state, r.prelude(ctx, t, conn.PgConn().PID(), begin, includeDeleted))
+	tx := newTx(conn, state, r.prelude(ctx, t, state, conn.PgConn().PID(), begin, includeDeleted))
 	defer func() {
 		if p := recover(); p != nil {
 			_ = tx.Rollback(context.WithoutCancel(ctx))
@@ -251,7 +252,7 @@ func beginSQL(opts *TxOpts) (string, error) {
 // The signature is bound to the backend (pid). The application role cannot
 // read the settings of other sessions (provision sets track_activities off for
 // it), and a signature seen anyway is worthless on another backend.
-func (r *Router) prelude(ctx context.Context, t *tenancy.Tenant, pid uint32, begin string, includeDeleted bool) *prelude {
+func (r *Router) prelude(ctx context.Context, t *tenancy.Tenant, state *connState, pid uint32, begin string, includeDeleted bool) *prelude {
 	role := "none"
 	if t.Model != tenancy.ModelShared {
 		role = t.Role()
@@ -262,9 +263,13 @@ func (r *Router) prelude(ctx context.Context, t *tenancy.Tenant, pid uint32, beg
 	if includeDeleted {
 		deleted = "on"
 	}
-	return &prelude{begin: begin, args: [9]any{
+	sig, sign := "", func(pid uint32) string { return Sign(r.cfg.Key, t.ID, pid) }
+	if !state.pooled {
+		sig, sign = sign(pid), nil
+	}
+	return &prelude{sign: sign, begin: begin, args: [9]any{
 		t.ID.String(),
-		Sign(r.cfg.Key, t.ID, pid),
+		sig,
 		// pg_temp last: otherwise PostgreSQL searches it first for relations,
 		// and a temporary table left on the connection could shadow a tenant
 		// table.
@@ -330,11 +335,18 @@ func (r *Router) server(ctx context.Context, name string) (*serverPool, error) {
 	if err != nil {
 		return nil, err
 	}
+	pooled := new(atomic.Bool)
 	cfg := connpool.PgxConfig(r.cfg.MaxConnsPerServer, func(db string) (*pgx.ConnConfig, error) {
 		c := base.Copy()
 		c.Database = db
+		if pooled.Load() {
+			// Unnamed statements only: a named one would stay on the
+			// backend it was prepared on.
+			c.DefaultQueryExecMode = pgx.QueryExecModeExec
+		}
 		return c, nil
 	})
+	cfg.Dial = r.dialer(name, cfg.Dial, cfg.Close, pooled)
 	closeConn := cfg.Close
 	cfg.Close = func(c *pgx.Conn) {
 		r.conns.Delete(c)
@@ -355,6 +367,41 @@ func (r *Router) server(ctx context.Context, name string) (*serverPool, error) {
 	sp = &serverPool{conns: m}
 	r.servers[name] = sp
 	return sp, nil
+}
+
+// dialer wraps dial to find out whether the server's connections go through a
+// transaction pooler such as PgBouncer: then the backend that runs a query is
+// not the one the connection reported at login. From the first such
+// connection on, the server's connections use unnamed statements (pooled is
+// set, and a connection made before is replaced) and sign each transaction
+// for the backend it lands on (tx.bindBackend). This costs one query per new
+// connection.
+func (r *Router) dialer(server string, dial func(context.Context, string) (*pgx.Conn, error), closeConn func(*pgx.Conn),
+	pooled *atomic.Bool) func(context.Context, string) (*pgx.Conn, error) {
+	return func(ctx context.Context, db string) (*pgx.Conn, error) {
+		for attempt := 0; ; attempt++ {
+			c, err := dial(ctx, db)
+			if err != nil {
+				return nil, err
+			}
+			var pid uint32
+			if err := c.QueryRow(ctx, `SELECT pg_backend_pid()`, pgx.QueryExecModeSimpleProtocol).Scan(&pid); err != nil {
+				closeConn(c)
+				return nil, fmt.Errorf("server %q: ask the backend pid: %w", server, err)
+			}
+			behindPooler := pid != c.PgConn().PID()
+			if behindPooler && c.Config().DefaultQueryExecMode != pgx.QueryExecModeExec && attempt == 0 {
+				if !pooled.Swap(true) {
+					r.cfg.Logger.Info("tenancy: server connections go through a transaction pooler: unnamed statements, one more round trip per transaction",
+						"server", server)
+				}
+				closeConn(c)
+				continue
+			}
+			r.conns.Store(c, &connState{prepared: map[string]struct{}{}, pooled: behindPooler})
+			return c, nil
+		}
+	}
 }
 
 // appConnConfig is the server's AppDSN, or its DSN with the application role's

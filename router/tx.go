@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenancyhq/tenancy"
 )
 
 // preludeSetSQL is the statement of the prelude that writes the transaction's
@@ -32,17 +34,30 @@ const preludeSetSQL = `SELECT pg_advisory_unlock_all(),
 type prelude struct {
 	begin string // BEGIN ISOLATION LEVEL … READ WRITE|READ ONLY, from a fixed set
 	args  [9]any // the parameters of preludeSetSQL
+	// sign, when set, signs the tenant for a backend that is not yet known:
+	// behind a transaction pooler (see tx.bindBackend). args[1] is then
+	// empty until the transaction is open.
+	sign func(pid uint32) string
+	// opened: BEGIN and RESET ALL were sent (by bindBackend).
+	opened bool
 }
 
 // queue adds the prelude to b.
 func (p *prelude) queue(b *pgx.Batch) {
-	b.Queue(p.begin)
-	b.Queue("RESET ALL")
+	if !p.opened {
+		b.Queue(p.begin)
+		b.Queue("RESET ALL")
+	}
 	b.Queue(preludeSetSQL, p.args[:]...)
 }
 
-// preludeLen is the number of statements prelude.queue adds.
-const preludeLen = 3
+// len is the number of statements queue adds.
+func (p *prelude) len() int {
+	if p.opened {
+		return 1
+	}
+	return 3
+}
 
 // tx is the pgx.Tx that Router.Tx gives its function. Until the first
 // statement nothing is sent; the first statement goes in one pipeline after the
@@ -83,6 +98,9 @@ const maxPipelined = 256
 // the transaction, and from then on it is pipelined.
 type connState struct {
 	prepared map[string]struct{}
+	// pooled: the connection goes through a transaction pooler (see
+	// Router.dial).
+	pooled bool
 }
 
 // forget drops what the connection had prepared (after DeallocateAll).
@@ -116,9 +134,45 @@ func (t *tx) ready(ctx context.Context, sql string) (pipeline bool, err error) {
 // errTxClosed is pgx.ErrTxClosed, so callers can test for it as with pgx.
 var errTxClosed = pgx.ErrTxClosed
 
+// bindBackend opens the transaction and asks which backend it runs on, when
+// the connection goes through a transaction pooler: the pid the connection
+// reported at login is the pooler's, and the signature must name the backend
+// that checks it. It costs a round trip; the pooler keeps the backend for the
+// transaction from then on.
+func (t *tx) bindBackend(ctx context.Context) error {
+	p := t.pending
+	if p == nil || p.sign == nil {
+		return nil
+	}
+	b := &pgx.Batch{}
+	b.Queue(p.begin)
+	b.Queue("RESET ALL")
+	b.Queue("SELECT pg_backend_pid()")
+	br := t.conn.SendBatch(ctx, b)
+	var pid uint32
+	_, err := br.Exec()
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if err == nil {
+		err = br.QueryRow().Scan(&pid)
+	}
+	if cErr := br.Close(); err == nil {
+		err = cErr
+	}
+	if err != nil {
+		return t.failBegin(err)
+	}
+	p.args[1], p.sign, p.opened = p.sign(pid), nil, true
+	return nil
+}
+
 // begin sends the prelude alone, if it has not been sent.
 func (t *tx) begin(ctx context.Context) error {
 	if err := t.usable(); err != nil || t.pending == nil {
+		return err
+	}
+	if err := t.bindBackend(ctx); err != nil {
 		return err
 	}
 	b := &pgx.Batch{}
@@ -136,6 +190,9 @@ func (t *tx) begin(ctx context.Context) error {
 // statement's results have been read.
 func (t *tx) batch(ctx context.Context, sql string, args []any) (br pgx.BatchResults, err error) {
 	if err := t.usable(); err != nil {
+		return nil, err
+	}
+	if err := t.bindBackend(ctx); err != nil {
 		return nil, err
 	}
 	b := &pgx.Batch{}
@@ -164,8 +221,9 @@ func (t *tx) usable() error {
 
 // consumePrelude reads the prelude's results from br.
 func (t *tx) consumePrelude(br pgx.BatchResults) error {
+	n := t.pending.len()
 	t.pending = nil
-	for range preludeLen {
+	for range n {
 		if _, err := br.Exec(); err != nil {
 			return t.failBegin(err)
 		}
@@ -271,6 +329,11 @@ func (t *tx) CopyFrom(ctx context.Context, table pgx.Identifier, columns []strin
 
 // Prepare sends the prelude first, if pending, then prepares sql.
 func (t *tx) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
+	if t.state.pooled {
+		// The pooler may run the next transaction on another backend, where
+		// the statement does not exist.
+		return nil, tenancy.Errorf(tenancy.CodeInvalid, "prepared statements are not available behind a transaction pooler; run the statement directly")
+	}
 	if err := t.begin(ctx); err != nil {
 		return nil, err
 	}

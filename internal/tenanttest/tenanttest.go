@@ -26,6 +26,10 @@ type Opts struct {
 	PerModel int
 	// MaxConnsPerServer is the router's budget (default 50).
 	MaxConnsPerServer int
+	// PgBouncer puts a private PgBouncer in transaction mode between the
+	// router and each server (the server's AppDSN); the administrator still
+	// connects directly.
+	PgBouncer bool
 }
 
 // Bundle is a platform under test.
@@ -72,7 +76,11 @@ func Setup(t testing.TB, opts *Opts) *Bundle {
 	for i, s := range b.Servers {
 		name := fmt.Sprintf("pg%d", i+1)
 		db := s.NewDatabase(t, "")
-		if err := p.AddServer(ctx, &tenancy.Server{Name: name, DSN: s.URL(db)}); err != nil {
+		srv := &tenancy.Server{Name: name, DSN: s.URL(db)}
+		if opts.PgBouncer {
+			srv.AppDSN = s.PgBouncer(t, b.AppRole, db)
+		}
+		if err := p.AddServer(ctx, srv); err != nil {
 			t.Fatalf("add server %s: %v", name, err)
 		}
 		b.ServerNames = append(b.ServerNames, name)
