@@ -103,6 +103,19 @@ func TestBehaviour(t *testing.T) {
 					t.Fatalf("after raising the burst: %+v, want allowed with 1 remaining", res)
 				}
 			})
+			t.Run("RaisedLimitRefillsAtNewRate", func(t *testing.T) {
+				slow, fast := ratelimit.PerSecond(0.1, 2), ratelimit.PerSecond(50, 10)
+				l.Allow(ctx, "raise", slow)
+				l.Allow(ctx, "raise", slow) // 20s of debt at the slow rate
+				res, _ := l.Allow(ctx, "raise", fast)
+				if res.Allowed || !near(res.RetryAfter, 20*time.Millisecond, 5*time.Millisecond) {
+					t.Fatalf("first decision under the raised limit: %+v, want denied for one interval (20ms)", res)
+				}
+				time.Sleep(res.RetryAfter + 5*time.Millisecond)
+				if res, _ := l.Allow(ctx, "raise", fast); !res.Allowed {
+					t.Fatalf("one interval later: %+v, want allowed", res)
+				}
+			})
 			t.Run("Unlimited", func(t *testing.T) {
 				for range 100 {
 					if res, err := l.Allow(ctx, "free", ratelimit.Limit{}); err != nil || !res.Allowed {

@@ -58,9 +58,7 @@ func (l *Local) allowAt(key string, limit Limit, now int64) Result {
 	s := &l.shards[maphash.String(l.seed, key)%shards]
 	s.mu.Lock()
 	allowed, tat, remaining, retry, reset := decide(s.tats[key], now, emission, limit.Burst)
-	if allowed {
-		s.tats[key] = tat
-	}
+	s.tats[key] = tat
 	if s.count++; s.count%sweepEvery == 0 {
 		s.sweep(now)
 	}

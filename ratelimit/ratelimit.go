@@ -77,10 +77,17 @@ type Limiter interface {
 }
 
 // decide is GCRA: given the key's stored theoretical arrival time tat (zero
-// when none) and now, it returns the decision and the time to store when
-// allowed. Times are in any unit, as long as emission is in the same.
+// when none) and now, it returns the decision and the time to store, also
+// when denied. Times are in any unit, as long as emission is in the same.
+//
+// The stored time is first capped at a whole burst ahead of now. Under an
+// unchanged limit it never is further ahead; after the limit was raised, the
+// cap makes a key that had used its whole burst start again from an empty
+// burst at the new rate, instead of paying off its debt at the old one. The
+// capped time must be stored even on a denial, or the cap would move with now
+// and the key would never refill.
 func decide(tat, now, emission int64, burst int) (allowed bool, newTAT, remaining, retryAfter, resetAfter int64) {
-	tat = max(tat, now)
+	tat = min(max(tat, now), now+emission*int64(burst))
 	newTAT = tat + emission
 	allowAt := newTAT - emission*int64(burst)
 	if now < allowAt {

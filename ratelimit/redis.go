@@ -17,7 +17,8 @@ import (
 // gcraScript is GCRA on Redis, with Redis's own clock, so that app nodes whose
 // clocks differ share one budget. Times are microseconds. It stores the key's
 // theoretical arrival time, expiring when the key is back to its full burst,
-// and returns {allowed, remaining, retry_after, reset_after}.
+// and returns {allowed, remaining, retry_after, reset_after}. It is decide,
+// in Lua.
 var gcraScript = redis.NewScript(`
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local emission = tonumber(ARGV[1])
@@ -26,9 +27,14 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
+local capped = tat > now + emission * burst
+if capped then tat = now + emission * burst end
 local new_tat = tat + emission
 local allow_at = new_tat - emission * burst
 if now < allow_at then
+	if capped then
+		redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+	end
 	return {0, 0, allow_at - now, tat - now}
 end
 local reset = new_tat - now
