@@ -17,12 +17,15 @@ import (
 // connection at session level (with RESET ALL before it): session advisory
 // locks are released, the role is always set (NONE for the shared model; RESET
 // ALL does not touch it), and every app.* setting is written (” when absent).
+// The tenant's statement timeout ($10) is set too; ” keeps the server's
+// default, which RESET ALL has just restored.
 const preludeSetSQL = `SELECT pg_advisory_unlock_all(),
  set_config('app.tenant_id', $1, true), set_config('app.tenant_sig', $2, true),
  set_config('search_path', $3, true), set_config('role', $4, true),
  set_config('app.actor', $5, true), set_config('app.request_id', $6, true),
  set_config('app.client_ip', $7, true), set_config('app.user_agent', $8, true),
- set_config('app.include_deleted', $9, true)`
+ set_config('app.include_deleted', $9, true),
+ set_config('statement_timeout', coalesce(nullif($10, ''), current_setting('statement_timeout')), true)`
 
 // prelude is what starts a tenant transaction: BEGIN with an explicit mode (not
 // the session's characteristics, which earlier SQL may have changed), RESET
@@ -30,8 +33,8 @@ const preludeSetSQL = `SELECT pg_advisory_unlock_all(),
 // first statement, so a transaction of one statement costs the same round trips
 // as that statement alone plus COMMIT.
 type prelude struct {
-	begin string // BEGIN ISOLATION LEVEL … READ WRITE|READ ONLY, from a fixed set
-	args  [9]any // the parameters of preludeSetSQL
+	begin string  // BEGIN ISOLATION LEVEL … READ WRITE|READ ONLY, from a fixed set
+	args  [10]any // the parameters of preludeSetSQL
 }
 
 // queue adds the prelude to b.
