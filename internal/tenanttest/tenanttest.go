@@ -26,6 +26,8 @@ type Opts struct {
 	PerModel int
 	// MaxConnsPerServer is the router's budget (default 50).
 	MaxConnsPerServer int
+	// Limits turns on tenants' limits (see platform.LimitsConfig).
+	Limits *platform.LimitsConfig
 }
 
 // Bundle is a platform under test.
@@ -63,6 +65,7 @@ func Setup(t testing.TB, opts *Opts) *Bundle {
 		DataModel:         crm.Migrations(),
 		AppRole:           b.AppRole,
 		MaxConnsPerServer: opts.MaxConnsPerServer,
+		Limits:            opts.Limits,
 	})
 	if err != nil {
 		t.Fatalf("open platform: %v", err)
