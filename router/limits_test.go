@@ -291,3 +291,40 @@ func TestTxCap(t *testing.T) {
 		}
 	})
 }
+
+// TestFailedFirstStatementKeepsConnection runs transactions whose first
+// statement, pipelined after the prelude, fails (over the statement timeout,
+// and a plain SQL error): the connection is rolled back and reused, not
+// discarded and dialed again.
+func TestFailedFirstStatementKeepsConnection(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := tenanttest.Setup(t, nil)
+	slow := createTier(t, b, "free")
+	setOverrides(t, b, slow, catalog.Overrides{StatementTimeout: ptr(50 * time.Millisecond)})
+	r := limitedRouter(t, b, router.Config{MaxConnsPerServer: 1})
+	for i := range 6 {
+		sql := `SELECT count(*) FROM generate_series(1, 50000000 + $1::int)`
+		if i%2 == 1 {
+			sql = `SELECT 1 / ($1::int - 1)`
+		}
+		err := r.Tx(tenanttest.Ctx(slow), func(tx pgx.Tx) error {
+			var n int64
+			return tx.QueryRow(ctx, sql, "1").Scan(&n)
+		})
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) {
+			t.Fatalf("%d: %v, want an SQL error", i, err)
+		}
+		err = r.Tx(tenanttest.Ctx(slow), func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `SELECT 1 / ($1::int - 1)`, 1)
+			return err
+		})
+		if !errors.As(err, &pgErr) {
+			t.Fatalf("%d: Exec of a failing first statement: %v, want an SQL error", i, err)
+		}
+	}
+	if s := r.Stats(b.ServerNames[0]); s.Dials != 1 {
+		t.Fatalf("%d connections dialed, want 1 reused after every failure", s.Dials)
+	}
+}

@@ -217,10 +217,22 @@ func (t *tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 		return pgconn.CommandTag{}, err
 	}
 	tag, err := br.Exec()
-	if cErr := br.Close(); err == nil {
+	if cErr := closeBatch(br); err == nil {
 		err = cErr
 	}
 	return tag, err
+}
+
+// closeBatch closes br. pgx 5.7.2 returns from the first Close of a pipeline
+// whose last statement failed without reading the pipeline to its end, which
+// leaves the connection busy (and the router would discard it); a second
+// Close reads it.
+func closeBatch(br pgx.BatchResults) error {
+	err := br.Close()
+	if err != nil {
+		_ = br.Close()
+	}
+	return err
 }
 
 // Query runs sql; with the prelude in the same round trip when it is the first.
@@ -397,7 +409,7 @@ func (r *batchRows) Close() {
 		return
 	}
 	r.Rows.Close()
-	r.err = r.br.Close()
+	r.err = closeBatch(r.br)
 	r.br = nil
 }
 
