@@ -19,9 +19,19 @@ import (
 	"github.com/tenancyhq/tenancy/provision"
 )
 
+// limitQueries are the queries limitServer runs, by name (?q=), with the
+// request's ?arg= as their one parameter.
+var limitQueries = map[string]string{
+	"sleep": `SELECT (SELECT count(*) FROM contacts) FROM pg_sleep($1::float8)`,
+	// cheap reads a tenant table.
+	"cheap": `SELECT count(*) FROM contacts WHERE $1::int >= 0`,
+	// heavy takes seconds of CPU without a statement timeout.
+	"heavy": `SELECT count(*) FROM generate_series(1, 50000000 + $1::int)`,
+}
+
 // limitServer serves GET / for the tenant in X-Tenant through resolve →
-// limit → a handler that runs a tenant transaction; ?sleep=seconds makes the
-// transaction sleep.
+// limit → a handler that runs one of limitQueries in a tenant transaction
+// (default: sleep for ?arg= seconds, default 0).
 func limitServer(t testing.TB, p *platform.Platform) *httptest.Server {
 	t.Helper()
 	resolve, err := httpx.Middleware(httpx.Config{Resolver: p.Cache})
@@ -33,17 +43,22 @@ func limitServer(t testing.TB, p *platform.Platform) *httptest.Server {
 		t.Fatal(err)
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sleep := r.URL.Query().Get("sleep")
-		if sleep == "" {
-			sleep = "0"
+		arg := r.URL.Query().Get("arg")
+		if arg == "" {
+			arg = "0"
 		}
-		query := r.URL.Query().Get("q")
-		if query == "" {
-			query = `SELECT (SELECT count(*) FROM contacts) FROM pg_sleep($1::float8)`
+		name := r.URL.Query().Get("q")
+		if name == "" {
+			name = "sleep"
+		}
+		query, ok := limitQueries[name]
+		if !ok {
+			httpx.WriteError(w, r, tenancy.Errorf(tenancy.CodeInvalid, "unknown query %q", name))
+			return
 		}
 		err := p.Router.Tx(r.Context(), func(tx pgx.Tx) error {
 			var n int64
-			return tx.QueryRow(r.Context(), query, sleep).Scan(&n)
+			return tx.QueryRow(r.Context(), query, arg).Scan(&n)
 		})
 		if err != nil {
 			httpx.WriteError(w, r, err)
@@ -121,7 +136,7 @@ func TestLimitsEndToEnd(t *testing.T) {
 	var wg sync.WaitGroup
 	statuses := make([]int, 2)
 	for i := range 2 {
-		wg.Go(func() { statuses[i] = request(t, client, srv.URL+"?sleep=0.5", tiny.Slug).StatusCode })
+		wg.Go(func() { statuses[i] = request(t, client, srv.URL+"?arg=0.5", tiny.Slug).StatusCode })
 		time.Sleep(50 * time.Millisecond)
 	}
 	wg.Wait()
@@ -130,7 +145,7 @@ func TestLimitsEndToEnd(t *testing.T) {
 	}
 	// A query over the plan's statement timeout fails; the tenant's data is
 	// unchanged and the next request is served.
-	if res := request(t, client, srv.URL+"?sleep=2", tiny.Slug); res.StatusCode != http.StatusInternalServerError {
+	if res := request(t, client, srv.URL+"?arg=2", tiny.Slug); res.StatusCode != http.StatusInternalServerError {
 		t.Fatalf("a query over the statement timeout: %d, want 500", res.StatusCode)
 	}
 	if res := request(t, client, srv.URL, tiny.Slug); res.StatusCode != http.StatusNoContent {
