@@ -2,6 +2,7 @@ package platform_test
 
 import (
 	"context"
+	"flag"
 	"net/http"
 	"os"
 	"slices"
@@ -28,15 +29,19 @@ import (
 // connections the flooder held (sampled from pg_stat_activity: the flooder
 // has a database of its own, so its connections are those to that database).
 //
-//	TENANCY_BENCH_NOISY=1 go test ./platform -run TestNoisyNeighbour -count=1 -v
+//	TENANCY_BENCH_NOISY=1 go test ./platform -run TestNoisyNeighbour -count=1 -v [-args -flood-cap 2 -flood-timeout 50ms]
 const (
-	noisyPhase     = 4 * time.Second
-	noisyRounds    = 3  // of baseline then flood
-	normalRPS      = 50 // per other tenant, under their plan's 200
-	flooderLimit   = 5  // the flood plan's requests per second
-	flooderRate    = 20 * flooderLimit
-	flooderCap     = 2 // the flood plan's concurrent transactions
-	flooderTimeout = 50 * time.Millisecond
+	noisyPhase   = 4 * time.Second
+	noisyRounds  = 3  // of baseline then flood
+	normalRPS    = 50 // per other tenant, under their plan's 200
+	flooderLimit = 5  // the flood plan's requests per second
+	flooderRate  = 20 * flooderLimit
+)
+
+// The flood plan's cap on concurrent transactions and statement timeout.
+var (
+	flooderCap     = flag.Int("flood-cap", 2, "the flooder's cap on concurrent transactions")
+	flooderTimeout = flag.Duration("flood-timeout", 50*time.Millisecond, "the flooder's statement timeout")
 )
 
 type phaseResult struct {
@@ -59,7 +64,7 @@ func TestNoisyNeighbour(t *testing.T) {
 	p := b.Platform
 	for tier, l := range map[tenancy.Tier]tenancy.Limits{
 		"normal": {RPS: 200, Burst: 50, MaxConcurrentTx: 4, StatementTimeout: time.Second},
-		"flood":  {RPS: flooderLimit, Burst: flooderLimit, MaxConcurrentTx: flooderCap, StatementTimeout: flooderTimeout},
+		"flood":  {RPS: flooderLimit, Burst: flooderLimit, MaxConcurrentTx: *flooderCap, StatementTimeout: *flooderTimeout},
 	} {
 		if err := p.Catalog.SetPlan(ctx, &catalog.Plan{Tier: tier, Limits: l}); err != nil {
 			t.Fatal(err)
@@ -174,19 +179,21 @@ func TestNoisyNeighbour(t *testing.T) {
 	// Baseline and flood alternate, so that a change of the machine's load
 	// (other processes) weighs on both alike.
 	var base, noisy phaseResult
-	for range noisyRounds {
-		base.add(run(false, noisyPhase))
-		noisy.add(run(true, noisyPhase))
-	}
-	slices.Sort(base.latencies)
-	slices.Sort(noisy.latencies)
-
 	pct := func(l []time.Duration, q float64) time.Duration {
 		if len(l) == 0 {
 			return 0
 		}
+		l = slices.Clone(l)
+		slices.Sort(l)
 		return l[min(int(float64(len(l))*q), len(l)-1)]
 	}
+	for round := range noisyRounds {
+		b, n := run(false, noisyPhase), run(true, noisyPhase)
+		t.Logf("round %d: others' p99 %.2fms alone, %.2fms beside the flood", round+1, ms(pct(b.latencies, 0.99)), ms(pct(n.latencies, 0.99)))
+		base.add(b)
+		noisy.add(n)
+	}
+
 	report := func(name string, r phaseResult) {
 		t.Logf("%-9s others: %5d ok, %d failed, %6.1f req/s, p50 %6.2fms, p99 %6.2fms",
 			name, r.ok, r.fail, float64(r.ok)/r.elapsed.Seconds(),
@@ -200,8 +207,8 @@ func TestNoisyNeighbour(t *testing.T) {
 	}
 	t.Logf("flooder: %d requests at %d/s (limit %d/s): %d answered 429, %d served, %d failed by its %v statement timeout (all: %v)",
 		sent, flooderRate, flooderLimit, noisy.flood[http.StatusTooManyRequests], noisy.flood[http.StatusNoContent],
-		noisy.flood[http.StatusInternalServerError], flooderTimeout, noisy.flood)
-	t.Logf("flooder: most server connections at once %d (cap %d)", noisy.mostConns, flooderCap)
+		noisy.flood[http.StatusInternalServerError], *flooderTimeout, noisy.flood)
+	t.Logf("flooder: most server connections at once %d (cap %d)", noisy.mostConns, *flooderCap)
 	ratio := float64(pct(noisy.latencies, 0.99)) / float64(pct(base.latencies, 0.99))
 	t.Logf("others' p99 under the flood: %.2fx baseline (target <= 1.25x)", ratio)
 
@@ -210,8 +217,8 @@ func TestNoisyNeighbour(t *testing.T) {
 	}
 	st := p.Router.Stats(flooder.Placement.Server)
 	t.Logf("router: %d connections dialed, %d idle ones evicted for another database", st.Dials, st.Evictions)
-	if noisy.mostConns > flooderCap {
-		t.Errorf("the flooder held %d connections at once, over its cap of %d", noisy.mostConns, flooderCap)
+	if noisy.mostConns > *flooderCap {
+		t.Errorf("the flooder held %d connections at once, over its cap of %d", noisy.mostConns, *flooderCap)
 	}
 	if base.fail != 0 || noisy.fail != 0 {
 		t.Errorf("the others had failures: %d in the baseline, %d under the flood", base.fail, noisy.fail)
