@@ -25,6 +25,9 @@ const (
 	// CodeUnavailable: the tenant cannot be served right now (provisioning,
 	// connection budget exhausted until the caller's deadline).
 	CodeUnavailable Code = "unavailable"
+	// CodeRateLimited: the tenant is over one of its plan's limits (requests
+	// per second, concurrent transactions); retry later. HTTP answers 429.
+	CodeRateLimited Code = "rate_limited"
 	// CodeInternal: anything else; details are logged, not shown.
 	CodeInternal Code = "internal"
 )
@@ -70,6 +73,7 @@ var (
 	ErrSuspended   = &Error{Code: CodeSuspended}
 	ErrGone        = &Error{Code: CodeGone}
 	ErrUnavailable = &Error{Code: CodeUnavailable}
+	ErrRateLimited = &Error{Code: CodeRateLimited}
 )
 
 // ErrorCode returns the code of err, or CodeInternal when err carries none.

@@ -40,6 +40,8 @@ type Cache struct {
 
 	hits, misses atomic.Int64
 
+	limits limitsCache // see plans.go
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -143,11 +145,16 @@ func (c *Cache) listenOnce(ctx context.Context, subscribed func()) error {
 			return err
 		}
 		var p struct {
-			ID   uuid.UUID `json:"id"`
-			Slug string    `json:"slug"`
+			ID    uuid.UUID `json:"id"`
+			Slug  string    `json:"slug"`
+			Plans bool      `json:"plans"` // a plan changed: see plans.go
 		}
 		if err := json.Unmarshal([]byte(n.Payload), &p); err != nil {
 			c.Flush()
+			continue
+		}
+		if p.Plans {
+			c.limits.flush()
 			continue
 		}
 		c.invalidate(p.ID, p.Slug)
@@ -168,6 +175,7 @@ func (c *Cache) invalidate(id uuid.UUID, slug string) {
 		delete(c.bySlug, slug)
 	}
 	c.mu.Unlock()
+	c.limits.invalidate(id)
 }
 
 // Flush drops every entry.
@@ -177,6 +185,7 @@ func (c *Cache) Flush() {
 	clear(c.bySlug)
 	clear(c.byID)
 	c.mu.Unlock()
+	c.limits.flush()
 }
 
 // ResolveSlug returns the tenant with the given slug, from memory when

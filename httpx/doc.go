@@ -11,6 +11,9 @@
 // tenancy.TenantFromContext, and answer errors with WriteError, which maps
 // each tenancy error code to one HTTP status.
 //
+// Limit, chained after Middleware, applies each tenant's request limit with a
+// ratelimit.Limiter: 429 with Retry-After and the IETF RateLimit headers.
+//
 // The package builds no SQL and opens no database: it only carries the tenant
 // from the request to the layers below.
 package httpx

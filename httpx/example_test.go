@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/httpx"
+	"github.com/tenancyhq/tenancy/ratelimit"
 )
 
 // memResolver stands for the catalog's cache.
@@ -51,4 +52,43 @@ func ExampleMiddleware() {
 	// Acme Corp sees /contacts
 	// 404 application/problem+json
 	// {"type":"about:blank","title":"Not Found","status":404,"detail":"no tenant \"initech\"","instance":"/t/initech/contacts","code":"not_found","request_id":"req-42"}
+}
+
+// memLimits stands for the catalog's cache: every tenant's plan allows one
+// request per second with a burst of two.
+type memLimits struct{}
+
+func (memLimits) Limits(context.Context, *tenancy.Tenant) (tenancy.Limits, error) {
+	return tenancy.Limits{RPS: 1, Burst: 2}, nil
+}
+
+func ExampleLimit() {
+	resolve, err := httpx.Middleware(httpx.Config{Resolver: memResolver{
+		"acme": {ID: uuid.New(), Slug: "acme", Status: tenancy.StatusActive},
+	}})
+	if err != nil {
+		panic(err)
+	}
+	limit, err := httpx.Limit(httpx.LimitConfig{Limiter: ratelimit.NewLocal(), Limits: memLimits{}})
+	if err != nil {
+		panic(err)
+	}
+	handler := resolve(limit(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	})))
+	for range 3 {
+		r := httptest.NewRequest(http.MethodGet, "/contacts", nil)
+		r.Header.Set("X-Tenant", "acme")
+		w := httptest.NewRecorder()
+		handler.ServeHTTP(w, r)
+		fmt.Println(w.Code, w.Header().Get("RateLimit-Policy"), w.Header().Get("RateLimit"))
+		if retry := w.Header().Get("Retry-After"); retry != "" {
+			fmt.Println("retry after", retry)
+		}
+	}
+	// Output:
+	// 204 "tenant";q=2;w=2 "tenant";r=1;t=1
+	// 204 "tenant";q=2;w=2 "tenant";r=0;t=2
+	// 429 "tenant";q=2;w=2 "tenant";r=0;t=2
+	// retry after 1
 }

@@ -49,12 +49,14 @@ var statuses = map[tenancy.Code]int{
 	tenancy.CodeSuspended:   http.StatusForbidden,
 	tenancy.CodeGone:        http.StatusGone,
 	tenancy.CodeUnavailable: http.StatusServiceUnavailable,
+	tenancy.CodeRateLimited: http.StatusTooManyRequests,
 	tenancy.CodeInternal:    http.StatusInternalServerError,
 }
 
 // StatusCode returns the HTTP status that answers errors with the code:
 // 400 for CodeInvalid and CodeNoTenant, 404 CodeNotFound, 409 CodeConflict,
-// 403 CodeSuspended, 410 CodeGone, 503 CodeUnavailable, and 500 for
+// 403 CodeSuspended, 410 CodeGone, 503 CodeUnavailable, 429 CodeRateLimited
+// (with Retry-After: 1 unless the header is already set), and 500 for
 // CodeInternal and any code it does not know.
 func StatusCode(code tenancy.Code) int {
 	if s, ok := statuses[code]; ok {
@@ -124,6 +126,11 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	// 404 and 410 are cacheable by default, but a tenant's status changes.
 	h.Set("Cache-Control", "no-store")
+	if p.Code == tenancy.CodeRateLimited && h.Get("Retry-After") == "" {
+		// The router's cap on concurrent transactions says no more than
+		// "later"; one second is a fair guess for a transaction to end.
+		h.Set("Retry-After", "1")
+	}
 	w.WriteHeader(p.Status)
 	_, _ = w.Write(append(body, '\n'))
 }

@@ -29,7 +29,8 @@ func TestStatusCode(t *testing.T) {
 		{tenancy.CodeGone, 410},
 		{tenancy.CodeUnavailable, 503},
 		{tenancy.CodeInternal, 500},
-		{tenancy.Code("rate_limited"), 500}, // not in the table yet
+		{tenancy.CodeRateLimited, 429},
+		{tenancy.Code("too_busy"), 500}, // not in the table
 		{"", 500},
 	}
 	for _, tt := range tests {
@@ -37,7 +38,7 @@ func TestStatusCode(t *testing.T) {
 			t.Errorf("StatusCode(%q) = %d, want %d", tt.code, got, tt.want)
 		}
 	}
-	if len(statuses) != 8 {
+	if len(statuses) != 9 {
 		t.Errorf("the table has %d codes; update this test with the new ones", len(statuses))
 	}
 }
@@ -66,7 +67,7 @@ func TestWriteError(t *testing.T) {
 		{"WrappingSecret", tenancy.Errorf(tenancy.CodeConflict, "slug taken: %w", secret), 409, tenancy.CodeConflict, "slug taken: " + secret.Error(), false},
 		{"Plain", secret, 500, tenancy.CodeInternal, "internal error", true},
 		{"Internal", tenancy.Errorf(tenancy.CodeInternal, "catalog: %w", secret), 500, tenancy.CodeInternal, "internal error", true},
-		{"UnknownCode", &tenancy.Error{Code: "rate_limited", Message: "slow down"}, 500, tenancy.CodeInternal, "internal error", true},
+		{"UnknownCode", &tenancy.Error{Code: "too_busy", Message: "slow down"}, 500, tenancy.CodeInternal, "internal error", true},
 		{"Nil", nil, 500, tenancy.CodeInternal, "internal error", true},
 		{"Canceled", context.Canceled, 500, tenancy.CodeInternal, "internal error", true},
 	}

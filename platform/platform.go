@@ -20,6 +20,7 @@ import (
 	"github.com/tenancyhq/tenancy/catalog"
 	"github.com/tenancyhq/tenancy/datamodel"
 	"github.com/tenancyhq/tenancy/provision"
+	"github.com/tenancyhq/tenancy/ratelimit"
 	"github.com/tenancyhq/tenancy/router"
 )
 
@@ -40,6 +41,9 @@ type Config struct {
 	CacheTTL time.Duration
 	// Logger receives what the library does not return. Nil: discard.
 	Logger *slog.Logger
+	// Limits turns on each tenant's limits (see limits.go). Nil: plans are
+	// kept in the catalog but not enforced.
+	Limits *LimitsConfig
 }
 
 // Platform is an open tenancy installation.
@@ -49,8 +53,11 @@ type Platform struct {
 	Router      *router.Router
 	Provisioner *provision.Provisioner
 	Model       *datamodel.Model
+	// Limiter decides tenants' request limits; nil unless Config.Limits.
+	Limiter ratelimit.Limiter
 
 	appRole string
+	limits  *LimitsConfig
 }
 
 // Open connects to the catalog, creates or upgrades its tables, starts
@@ -94,7 +101,7 @@ func (p *Platform) open(ctx context.Context, cfg Config) error {
 		p.Cache = nil
 		return fmt.Errorf("follow catalog changes: %w", err)
 	}
-	p.Router, err = router.New(router.Config{
+	rc := router.Config{
 		Resolver:          p.Cache,
 		Servers:           p.Catalog,
 		Key:               key,
@@ -102,7 +109,11 @@ func (p *Platform) open(ctx context.Context, cfg Config) error {
 		AppPassword:       cfg.AppPassword,
 		MaxConnsPerServer: cfg.MaxConnsPerServer,
 		Logger:            cfg.Logger,
-	})
+	}
+	if err := p.limitRouter(&rc, cfg.Limits, cfg.Logger); err != nil {
+		return err
+	}
+	p.Router, err = router.New(rc)
 	if err != nil {
 		return err
 	}

@@ -28,4 +28,10 @@
 // Connections are pooled per database under a per-server budget: idle
 // connections of the least recently used databases are closed first, busy ones
 // never, and callers over budget wait, bounded by their context.
+//
+// With Config.Limits, each tenant's plan applies (see limits.go): at most
+// MaxConcurrentTx of its transactions run at once on this router, others wait
+// in order of arrival, for at most Config.TxWait, then fail with
+// CodeRateLimited; and its statement timeout is one more transaction-local
+// setting of the prelude.
 package router

@@ -60,6 +60,17 @@ type Config struct {
 	// Logger receives what the router does not return: admin transactions,
 	// discarded connections. Nil: discard.
 	Logger *slog.Logger
+
+	// Limits gives each tenant's cap on concurrent transactions and its
+	// statement timeout (the catalog's Cache; see limits.go). Nil: no
+	// per-tenant limits.
+	Limits LimitsSource
+	// TxWait bounds how long a transaction waits for a slot when its tenant
+	// is at its cap, before failing with CodeRateLimited. Default 1s.
+	TxWait time.Duration
+	// TxQueue bounds how many transactions of one tenant wait at once; more
+	// fail at once with CodeRateLimited. Default 64.
+	TxQueue int
 }
 
 // Router runs transactions on tenants' data. It is safe for concurrent use.
@@ -71,6 +82,8 @@ type Router struct {
 	closed  bool
 
 	conns sync.Map // *pgx.Conn → *connState, for every open connection
+
+	slots txSlots // each tenant's concurrent transactions (limits.go)
 }
 
 type serverPool struct {
@@ -158,9 +171,14 @@ func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error
 	if err != nil {
 		return err
 	}
+	timeout, release, err := r.admit(ctx, t)
+	if err != nil {
+		return err
+	}
+	defer release()
 	includeDeleted := opts != nil && opts.IncludeDeleted
 	for attempt := 0; ; attempt++ {
-		err := r.run(ctx, t, begin, includeDeleted, fn)
+		err := r.run(ctx, t, begin, includeDeleted, timeout, fn)
 		if attempt == 0 && isCachedPlanChange(err) {
 			continue
 		}
@@ -168,14 +186,14 @@ func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error
 	}
 }
 
-func (r *Router) run(ctx context.Context, t *tenancy.Tenant, begin string, includeDeleted bool, fn func(pgx.Tx) error) (err error) {
+func (r *Router) run(ctx context.Context, t *tenancy.Tenant, begin string, includeDeleted bool, timeout time.Duration, fn func(pgx.Tx) error) (err error) {
 	lease, err := r.acquire(ctx, t.Placement)
 	if err != nil {
 		return err
 	}
 	conn := lease.Conn()
 	state := r.connState(conn)
-	tx := newTx(conn, state, r.prelude(ctx, t, state, conn.PgConn().PID(), begin, includeDeleted))
+	tx := newTx(conn, state, r.prelude(ctx, t, state, conn.PgConn().PID(), begin, includeDeleted, timeout))
 	defer func() {
 		if p := recover(); p != nil {
 			_ = tx.Rollback(context.WithoutCancel(ctx))
@@ -252,7 +270,7 @@ func beginSQL(opts *TxOpts) (string, error) {
 // The signature is bound to the backend (pid). The application role cannot
 // read the settings of other sessions (provision sets track_activities off for
 // it), and a signature seen anyway is worthless on another backend.
-func (r *Router) prelude(ctx context.Context, t *tenancy.Tenant, state *connState, pid uint32, begin string, includeDeleted bool) *prelude {
+func (r *Router) prelude(ctx context.Context, t *tenancy.Tenant, state *connState, pid uint32, begin string, includeDeleted bool, timeout time.Duration) *prelude {
 	role := "none"
 	if t.Model != tenancy.ModelShared {
 		role = t.Role()
@@ -267,7 +285,7 @@ func (r *Router) prelude(ctx context.Context, t *tenancy.Tenant, state *connStat
 	if !state.pooled {
 		sig, sign = sign(pid), nil
 	}
-	return &prelude{sign: sign, begin: begin, args: [9]any{
+	return &prelude{sign: sign, begin: begin, args: [10]any{
 		t.ID.String(),
 		sig,
 		// pg_temp last: otherwise PostgreSQL searches it first for relations,
@@ -280,6 +298,7 @@ func (r *Router) prelude(ctx context.Context, t *tenancy.Tenant, state *connStat
 		clean(c.IP),
 		clean(c.UserAgent),
 		deleted,
+		timeoutSetting(timeout),
 	}}
 }
 

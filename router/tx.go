@@ -19,12 +19,15 @@ import (
 // connection at session level (with RESET ALL before it): session advisory
 // locks are released, the role is always set (NONE for the shared model; RESET
 // ALL does not touch it), and every app.* setting is written (” when absent).
+// The tenant's statement timeout ($10) is set too; ” keeps the server's
+// default, which RESET ALL has just restored.
 const preludeSetSQL = `SELECT pg_advisory_unlock_all(),
  set_config('app.tenant_id', $1, true), set_config('app.tenant_sig', $2, true),
  set_config('search_path', $3, true), set_config('role', $4, true),
  set_config('app.actor', $5, true), set_config('app.request_id', $6, true),
  set_config('app.client_ip', $7, true), set_config('app.user_agent', $8, true),
- set_config('app.include_deleted', $9, true)`
+ set_config('app.include_deleted', $9, true),
+ set_config('statement_timeout', coalesce(nullif($10, ''), current_setting('statement_timeout')), true)`
 
 // prelude is what starts a tenant transaction: BEGIN with an explicit mode (not
 // the session's characteristics, which earlier SQL may have changed), RESET
@@ -32,8 +35,8 @@ const preludeSetSQL = `SELECT pg_advisory_unlock_all(),
 // first statement, so a transaction of one statement costs the same round trips
 // as that statement alone plus COMMIT.
 type prelude struct {
-	begin string // BEGIN ISOLATION LEVEL … READ WRITE|READ ONLY, from a fixed set
-	args  [9]any // the parameters of preludeSetSQL
+	begin string  // BEGIN ISOLATION LEVEL … READ WRITE|READ ONLY, from a fixed set
+	args  [10]any // the parameters of preludeSetSQL
 	// sign, when set, signs the tenant for a backend that is not yet known:
 	// behind a transaction pooler (see tx.bindBackend). args[1] is then
 	// empty until the transaction is open.
@@ -272,10 +275,22 @@ func (t *tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 		return pgconn.CommandTag{}, err
 	}
 	tag, err := br.Exec()
-	if cErr := br.Close(); err == nil {
+	if cErr := closeBatch(br); err == nil {
 		err = cErr
 	}
 	return tag, err
+}
+
+// closeBatch closes br. pgx 5.7.2 returns from the first Close of a pipeline
+// whose last statement failed without reading the pipeline to its end, which
+// leaves the connection busy (and the router would discard it); a second
+// Close reads it.
+func closeBatch(br pgx.BatchResults) error {
+	err := br.Close()
+	if err != nil {
+		_ = br.Close()
+	}
+	return err
 }
 
 // Query runs sql; with the prelude in the same round trip when it is the first.
@@ -457,7 +472,7 @@ func (r *batchRows) Close() {
 		return
 	}
 	r.Rows.Close()
-	r.err = r.br.Close()
+	r.err = closeBatch(r.br)
 	r.br = nil
 }
 

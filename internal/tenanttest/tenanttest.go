@@ -30,6 +30,8 @@ type Opts struct {
 	// router and each server (the server's AppDSN); the administrator still
 	// connects directly.
 	PgBouncer bool
+	// Limits turns on tenants' limits (see platform.LimitsConfig).
+	Limits *platform.LimitsConfig
 }
 
 // Bundle is a platform under test.
@@ -67,6 +69,7 @@ func Setup(t testing.TB, opts *Opts) *Bundle {
 		DataModel:         crm.Migrations(),
 		AppRole:           b.AppRole,
 		MaxConnsPerServer: opts.MaxConnsPerServer,
+		Limits:            opts.Limits,
 	})
 	if err != nil {
 		t.Fatalf("open platform: %v", err)

@@ -1,0 +1,46 @@
+package tenancy
+
+import (
+	"fmt"
+	"time"
+)
+
+// Limits are what one tenant may use: its tier's plan in the catalog, with the
+// tenant's own overrides applied. The zero value of a field means "no limit".
+type Limits struct {
+	// RPS is the sustained rate of requests per second the HTTP layer allows.
+	RPS float64 `json:"rps"`
+	// Burst is how many requests may arrive at once above that rate (at least 1
+	// when RPS is set).
+	Burst int `json:"burst"`
+	// MaxConcurrentTx caps the tenant's transactions running at once on one app
+	// node (one router); more wait briefly, then fail with CodeRateLimited.
+	MaxConcurrentTx int `json:"max_concurrent_tx"`
+	// StatementTimeout is set transaction-locally on every tenant transaction
+	// (PostgreSQL's statement_timeout). Zero leaves the server's default.
+	StatementTimeout time.Duration `json:"statement_timeout"`
+}
+
+// Validate returns an error with code CodeInvalid when a field is negative, a
+// burst is given without a rate (or a rate without a burst), or the statement
+// timeout is not a whole number of milliseconds below 24 hours.
+func (l Limits) Validate() error {
+	switch {
+	case l.RPS < 0 || l.RPS != l.RPS: // NaN too
+		return Errorf(CodeInvalid, "limits: rps must be positive, got %v", l.RPS)
+	case l.Burst < 0:
+		return Errorf(CodeInvalid, "limits: burst must be positive, got %d", l.Burst)
+	case (l.RPS > 0) != (l.Burst > 0):
+		return Errorf(CodeInvalid, "limits: rps and burst go together (rps %v, burst %d)", l.RPS, l.Burst)
+	case l.MaxConcurrentTx < 0:
+		return Errorf(CodeInvalid, "limits: max concurrent transactions must be positive, got %d", l.MaxConcurrentTx)
+	case l.StatementTimeout < 0 || l.StatementTimeout >= 24*time.Hour || l.StatementTimeout%time.Millisecond != 0:
+		return Errorf(CodeInvalid, "limits: statement timeout must be whole milliseconds below 24h, got %v", l.StatementTimeout)
+	}
+	return nil
+}
+
+// String formats the limits for logs.
+func (l Limits) String() string {
+	return fmt.Sprintf("rps=%g burst=%d max_tx=%d statement_timeout=%v", l.RPS, l.Burst, l.MaxConcurrentTx, l.StatementTimeout)
+}

@@ -1,0 +1,330 @@
+package router_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/catalog"
+	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/internal/tenanttest"
+	"github.com/tenancyhq/tenancy/provision"
+	"github.com/tenancyhq/tenancy/router"
+)
+
+// limitedRouter returns a router over b's platform that applies the
+// catalog's limits.
+func limitedRouter(t *testing.T, b *tenanttest.Bundle, cfg router.Config) *router.Router {
+	t.Helper()
+	key, err := b.Platform.Catalog.TenantKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := b.Platform
+	cfg.Resolver, cfg.Servers, cfg.Limits, cfg.Key, cfg.AppRole = p.Cache, p.Catalog, p.Cache, key, b.AppRole
+	r, err := router.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+// createTier creates a tenant of the given tier.
+func createTier(t *testing.T, b *tenanttest.Bundle, tier tenancy.Tier) *tenancy.Tenant {
+	t.Helper()
+	tn, err := b.Platform.CreateTenant(context.Background(), &provision.CreateOpts{
+		Slug: pgtest.UniqueName("lim"), Model: tenancy.ModelShared, Server: b.ServerNames[0], Tier: tier,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tn
+}
+
+func setOverrides(t *testing.T, b *tenanttest.Bundle, tn *tenancy.Tenant, o catalog.Overrides) {
+	t.Helper()
+	if err := b.Platform.Catalog.SetOverrides(context.Background(), tn.ID, o); err != nil {
+		t.Fatal(err)
+	}
+	b.Platform.Cache.Invalidate(tn.ID) // the notification would do it in a moment
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestStatementTimeout runs three tenants with different statement timeouts
+// one after another on one backend: each transaction has its tenant's
+// timeout, a query over it is cancelled, and no timeout outlives its
+// transaction.
+func TestStatementTimeout(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := tenanttest.Setup(t, nil)
+	if err := b.Platform.Catalog.SetPlan(ctx, &catalog.Plan{Tier: "batch"}); err != nil { // no limits at all
+		t.Fatal(err)
+	}
+	slow := createTier(t, b, "free")
+	setOverrides(t, b, slow, catalog.Overrides{StatementTimeout: ptr(100 * time.Millisecond)})
+	batch := createTier(t, b, "batch")
+	free := createTier(t, b, "free")
+	r := limitedRouter(t, b, router.Config{MaxConnsPerServer: 1})
+
+	var pid int32
+	var conn *pgx.Conn
+	// idleTimeout reads the statement timeout of the idle pooled connection,
+	// between transactions.
+	idleTimeout := func() string {
+		var got string
+		if err := conn.QueryRow(ctx, `SHOW statement_timeout`).Scan(&got); err != nil {
+			t.Fatalf("read the idle connection: %v", err)
+		}
+		return got
+	}
+	check := func(tn *tenancy.Tenant, want string, sleep time.Duration) error {
+		return r.Tx(tenanttest.Ctx(tn), func(tx pgx.Tx) error {
+			conn = tx.Conn()
+			var got string
+			var p int32
+			if err := tx.QueryRow(ctx, `SELECT current_setting('statement_timeout'), pg_backend_pid()`).Scan(&got, &p); err != nil {
+				return err
+			}
+			if pid == 0 {
+				pid = p
+			} else if p != pid {
+				t.Errorf("backend %d, want the reused %d", p, pid)
+			}
+			if got != want {
+				t.Errorf("%s: statement_timeout %q, want %q", tn.Slug, got, want)
+			}
+			_, err := tx.Exec(ctx, `SELECT pg_sleep($1)`, sleep.Seconds())
+			return err
+		})
+	}
+	for round := range 2 { // the second round pipelines the prepared statements
+		err := check(slow, "100ms", 300*time.Millisecond)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "57014" {
+			t.Fatalf("round %d: a query over the tenant's timeout: %v, want SQLSTATE 57014", round, err)
+		}
+		if got := idleTimeout(); got != "0" {
+			t.Fatalf("round %d: after a failed transaction the idle connection has statement_timeout %q", round, got)
+		}
+		if err := check(slow, "100ms", 0); err != nil { // one that commits
+			t.Fatal(err)
+		}
+		if got := idleTimeout(); got != "0" {
+			t.Fatalf("round %d: after a committed transaction the idle connection has statement_timeout %q", round, got)
+		}
+		// A first statement over the timeout, in the same pipeline as the prelude.
+		err = r.Tx(tenanttest.Ctx(slow), func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `SELECT pg_sleep($1)`, 0.3)
+			return err
+		})
+		if !errors.As(err, &pgErr) || pgErr.Code != "57014" {
+			t.Fatalf("round %d: a first statement over the tenant's timeout: %v, want SQLSTATE 57014", round, err)
+		}
+		if err := check(batch, "0", 300*time.Millisecond); err != nil {
+			t.Fatalf("round %d: the previous tenant's timeout outlived its transaction: %v", round, err)
+		}
+		if err := check(free, "5s", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestTxCap checks the cap on a tenant's concurrent transactions: callers over
+// it wait in order, then fail with CodeRateLimited; other tenants are not
+// affected; the cap holds under a flood; a change of plan applies at once.
+func TestTxCap(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := tenanttest.Setup(t, nil)
+	capped := createTier(t, b, "free")
+	setOverrides(t, b, capped, catalog.Overrides{MaxConcurrentTx: ptr(2)})
+	other := createTier(t, b, "free")
+	r := limitedRouter(t, b, router.Config{MaxConnsPerServer: 10, TxWait: 300 * time.Millisecond, TxQueue: 3})
+
+	// hold starts a transaction of tn that runs one statement and then waits
+	// until done is closed.
+	hold := func(tn *tenancy.Tenant, done <-chan struct{}) (started <-chan struct{}, result <-chan error) {
+		s, res := make(chan struct{}), make(chan error, 1)
+		go func() {
+			res <- r.Tx(tenanttest.Ctx(tn), func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, `SELECT 1`)
+				close(s)
+				<-done
+				return err
+			})
+		}()
+		return s, res
+	}
+
+	t.Run("OverTheCap", func(t *testing.T) {
+		done := make(chan struct{})
+		s1, r1 := hold(capped, done)
+		s2, r2 := hold(capped, done)
+		<-s1
+		<-s2
+		if running, _ := r.TenantTx(capped.ID); running != 2 {
+			t.Fatalf("running %d, want 2", running)
+		}
+		start := time.Now()
+		called := false
+		err := r.Tx(tenanttest.Ctx(capped), func(pgx.Tx) error { called = true; return nil })
+		tenanttest.WantCode(t, "a third transaction", err, tenancy.CodeRateLimited)
+		if waited := time.Since(start); waited < 250*time.Millisecond || called {
+			t.Fatalf("refused after %v (want about TxWait), fn called %v", waited, called)
+		}
+		// A deadline shorter than TxWait is kept.
+		dctx, cancel := context.WithTimeout(tenanttest.Ctx(capped), 50*time.Millisecond)
+		start = time.Now()
+		err = r.Tx(dctx, func(pgx.Tx) error { return nil })
+		cancel()
+		tenanttest.WantCode(t, "a transaction with a short deadline", err, tenancy.CodeRateLimited)
+		if waited := time.Since(start); waited > 200*time.Millisecond {
+			t.Fatalf("waited %v past the caller's 50ms deadline", waited)
+		}
+		// Another tenant is served.
+		if err := r.Tx(tenanttest.Ctx(other), func(tx pgx.Tx) error { _, err := tx.Exec(ctx, `SELECT 1`); return err }); err != nil {
+			t.Fatalf("another tenant: %v", err)
+		}
+		// A waiter gets the slot that ends.
+		waiter := make(chan error, 1)
+		go func() { waiter <- r.Tx(tenanttest.Ctx(capped), func(pgx.Tx) error { return nil }) }()
+		for _, w := r.TenantTx(capped.ID); w == 0; _, w = r.TenantTx(capped.ID) {
+			time.Sleep(time.Millisecond)
+		}
+		close(done)
+		for _, res := range []<-chan error{r1, r2, waiter} {
+			if err := <-res; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if running, waiting := r.TenantTx(capped.ID); running != 0 || waiting != 0 {
+			t.Fatalf("after all ended: %d running, %d waiting", running, waiting)
+		}
+	})
+
+	t.Run("QueueFull", func(t *testing.T) {
+		done := make(chan struct{})
+		defer close(done)
+		s1, _ := hold(capped, done)
+		s2, _ := hold(capped, done)
+		<-s1
+		<-s2
+		for range 3 {
+			go func() { _ = r.Tx(tenanttest.Ctx(capped), func(pgx.Tx) error { return nil }) }()
+		}
+		for _, w := r.TenantTx(capped.ID); w < 3; _, w = r.TenantTx(capped.ID) {
+			time.Sleep(time.Millisecond)
+		}
+		start := time.Now()
+		err := r.Tx(tenanttest.Ctx(capped), func(pgx.Tx) error { return nil })
+		tenanttest.WantCode(t, "a transaction behind a full queue", err, tenancy.CodeRateLimited)
+		if waited := time.Since(start); waited > 100*time.Millisecond {
+			t.Fatalf("a full queue made the caller wait %v", waited)
+		}
+	})
+
+	t.Run("Flood", func(t *testing.T) {
+		flood := limitedRouter(t, b, router.Config{MaxConnsPerServer: 10, TxWait: 10 * time.Second, TxQueue: 100})
+		var inside, most atomic.Int32
+		var wg sync.WaitGroup
+		for range 30 {
+			wg.Go(func() {
+				err := flood.Tx(tenanttest.Ctx(capped), func(tx pgx.Tx) error {
+					n := inside.Add(1)
+					defer inside.Add(-1)
+					for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+					}
+					_, err := tx.Exec(ctx, `SELECT pg_sleep(0.01)`)
+					return err
+				})
+				if err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if m := most.Load(); m != 2 {
+			t.Fatalf("at most %d transactions of the tenant ran at once, want its cap, 2", m)
+		}
+		if s := flood.Stats(b.ServerNames[0]); s.Open > 2 {
+			t.Fatalf("the tenant's flood opened %d connections, more than its cap", s.Open)
+		}
+	})
+
+	t.Run("PlanChange", func(t *testing.T) {
+		setOverrides(t, b, capped, catalog.Overrides{MaxConcurrentTx: ptr(1)})
+		done := make(chan struct{})
+		s1, r1 := hold(capped, done)
+		<-s1
+		err := r.Tx(tenanttest.Ctx(capped), func(pgx.Tx) error { return nil })
+		tenanttest.WantCode(t, "a second transaction under a cap of 1", err, tenancy.CodeRateLimited)
+		setOverrides(t, b, capped, catalog.Overrides{MaxConcurrentTx: ptr(3)})
+		if err := r.Tx(tenanttest.Ctx(capped), func(pgx.Tx) error { return nil }); err != nil {
+			t.Fatalf("after raising the cap: %v", err)
+		}
+		close(done)
+		if err := <-r1; err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("UnknownLimitsFailClosed", func(t *testing.T) {
+		lost := createTier(t, b, "gold")
+		if _, err := b.Platform.Catalog.Pool().Exec(ctx, `DELETE FROM catalog.plans WHERE tier = 'free'`); err != nil {
+			t.Fatal(err)
+		}
+		b.Platform.Cache.Invalidate(lost.ID)
+		called := false
+		err := r.Tx(tenanttest.Ctx(lost), func(pgx.Tx) error { called = true; return nil })
+		if err == nil || called {
+			t.Fatalf("a tenant without a plan: %v, fn called %v; want an error before any SQL", err, called)
+		}
+	})
+}
+
+// TestFailedFirstStatementKeepsConnection runs transactions whose first
+// statement, pipelined after the prelude, fails (over the statement timeout,
+// and a plain SQL error): the connection is rolled back and reused, not
+// discarded and dialed again.
+func TestFailedFirstStatementKeepsConnection(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := tenanttest.Setup(t, nil)
+	slow := createTier(t, b, "free")
+	setOverrides(t, b, slow, catalog.Overrides{StatementTimeout: ptr(50 * time.Millisecond)})
+	r := limitedRouter(t, b, router.Config{MaxConnsPerServer: 1})
+	for i := range 6 {
+		sql := `SELECT count(*) FROM generate_series(1, 50000000 + $1::int)`
+		if i%2 == 1 {
+			sql = `SELECT 1 / ($1::int - 1)`
+		}
+		err := r.Tx(tenanttest.Ctx(slow), func(tx pgx.Tx) error {
+			var n int64
+			return tx.QueryRow(ctx, sql, "1").Scan(&n)
+		})
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) {
+			t.Fatalf("%d: %v, want an SQL error", i, err)
+		}
+		err = r.Tx(tenanttest.Ctx(slow), func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `SELECT 1 / ($1::int - 1)`, 1)
+			return err
+		})
+		if !errors.As(err, &pgErr) {
+			t.Fatalf("%d: Exec of a failing first statement: %v, want an SQL error", i, err)
+		}
+	}
+	if s := r.Stats(b.ServerNames[0]); s.Dials != 1 {
+		t.Fatalf("%d connections dialed, want 1 reused after every failure", s.Dials)
+	}
+}
