@@ -40,6 +40,9 @@ type Config struct {
 	CacheTTL time.Duration
 	// Logger receives what the library does not return. Nil: discard.
 	Logger *slog.Logger
+	// Retention is how long a deleted tenant's data is kept before it may be
+	// purged. Default provision.DefaultRetention (30 days).
+	Retention time.Duration
 }
 
 // Platform is an open tenancy installation.
@@ -108,6 +111,7 @@ func (p *Platform) open(ctx context.Context, cfg Config) error {
 	}
 	p.Provisioner, err = provision.New(provision.Config{
 		Catalog: p.Catalog, Model: p.Model, Key: key, AppRole: cfg.AppRole, AppPassword: cfg.AppPassword,
+		Retention: cfg.Retention,
 	})
 	return err
 }
