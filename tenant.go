@@ -48,6 +48,9 @@ const (
 	StatusMoving Status = "moving"
 	// StatusDeleted: the tenant is soft-deleted; its data is kept until a purge.
 	StatusDeleted Status = "deleted"
+	// StatusPurged: the tenant's data is destroyed; its catalog row stays as a
+	// tombstone that keeps its id and slug taken.
+	StatusPurged Status = "purged"
 )
 
 // Servable reports whether requests for a tenant in this status may reach its data.
@@ -59,7 +62,7 @@ func (s Status) Servable() bool { return s == StatusActive || s == StatusMoving 
 // layer that serves a tenant (HTTP, router, background work) asks it.
 func (t *Tenant) CheckServable() error {
 	switch {
-	case t.DeletedAt != nil || t.Status == StatusDeleted:
+	case t.DeletedAt != nil || t.Status == StatusDeleted || t.Status == StatusPurged:
 		return Errorf(CodeGone, "tenant %q was deleted", t.Slug)
 	case t.Status.Servable():
 		return nil

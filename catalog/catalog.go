@@ -179,6 +179,15 @@ func scanTenant(row pgx.Row) (*tenancy.Tenant, error) {
 // CreateTenant inserts t. Its ID is generated when nil; CreatedAt, UpdatedAt
 // and Version are filled in from the database.
 func (c *Catalog) CreateTenant(ctx context.Context, t *tenancy.Tenant) error {
+	return createTenant(ctx, c.pool, t)
+}
+
+// CreateTenantTx is CreateTenant in the caller's catalog transaction.
+func CreateTenantTx(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant) error {
+	return createTenant(ctx, tx, t)
+}
+
+func createTenant(ctx context.Context, q querier, t *tenancy.Tenant) error {
 	if err := tenancy.ValidateSlug(t.Slug); err != nil {
 		return err
 	}
@@ -188,7 +197,7 @@ func (c *Catalog) CreateTenant(ctx context.Context, t *tenancy.Tenant) error {
 	if t.ID == uuid.Nil {
 		t.ID = uuid.New()
 	}
-	err := c.pool.QueryRow(ctx, `
+	err := q.QueryRow(ctx, `
 		INSERT INTO catalog.tenants (id, slug, name, tier, model, server, database, schema, status)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 		RETURNING created_at, updated_at, version`,
@@ -256,19 +265,32 @@ func (c *Catalog) Tenants(ctx context.Context, opts *ListOpts) ([]*tenancy.Tenan
 // and returns the updated tenant. It fails with CodeConflict when the tenant is
 // in none of from (for example resuming a tenant that is not suspended).
 func (c *Catalog) SetStatus(ctx context.Context, id uuid.UUID, to tenancy.Status, from ...tenancy.Status) (*tenancy.Tenant, error) {
+	return setStatus(ctx, c.pool, id, to, from)
+}
+
+// SetStatusTx is SetStatus in the caller's catalog transaction.
+func SetStatusTx(ctx context.Context, tx pgx.Tx, id uuid.UUID, to tenancy.Status, from ...tenancy.Status) (*tenancy.Tenant, error) {
+	return setStatus(ctx, tx, id, to, from)
+}
+
+func setStatus(ctx context.Context, q querier, id uuid.UUID, to tenancy.Status, from []tenancy.Status) (*tenancy.Tenant, error) {
 	fromText := make([]string, len(from))
 	for i, s := range from {
 		fromText[i] = string(s)
 	}
-	t, err := scanTenant(c.pool.QueryRow(ctx, `
+	t, err := scanTenant(q.QueryRow(ctx, `
 		UPDATE catalog.tenants SET status = $2,
-			deleted_at = CASE WHEN $2 = 'deleted' THEN now() WHEN status = 'deleted' THEN NULL ELSE deleted_at END
+			deleted_at = CASE WHEN $2 = 'deleted' THEN now() WHEN $2 = 'purged' THEN deleted_at
+				WHEN status = 'deleted' THEN NULL ELSE deleted_at END
 		WHERE id = $1 AND status = ANY($3)
 		RETURNING `+tenantColumns, id, string(to), fromText))
 	if errors.Is(err, pgx.ErrNoRows) {
-		cur, err := c.Tenant(ctx, id)
+		cur, err := scanTenant(q.QueryRow(ctx, `SELECT `+tenantColumns+` FROM catalog.tenants WHERE id = $1`, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, tenancy.Errorf(tenancy.CodeNotFound, "tenant %q not found", id)
+		}
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read tenant %s: %w", id, err)
 		}
 		return nil, tenancy.Errorf(tenancy.CodeConflict, "tenant %q is %s: cannot make it %s", cur.Slug, cur.Status, to)
 	}
@@ -281,11 +303,27 @@ func (c *Catalog) SetStatus(ctx context.Context, id uuid.UUID, to tenancy.Status
 // DeleteTenantRow removes a tenant's catalog row. Only provisioning uses it, to
 // roll back a tenant whose storage was never created.
 func (c *Catalog) DeleteTenantRow(ctx context.Context, id uuid.UUID) error {
-	_, err := c.pool.Exec(ctx, `DELETE FROM catalog.tenants WHERE id = $1 AND status = 'provisioning'`, id)
+	return deleteTenantRow(ctx, c.pool, id)
+}
+
+// DeleteTenantRowTx is DeleteTenantRow in the caller's catalog transaction.
+func DeleteTenantRowTx(ctx context.Context, tx pgx.Tx, id uuid.UUID) error {
+	return deleteTenantRow(ctx, tx, id)
+}
+
+func deleteTenantRow(ctx context.Context, q querier, id uuid.UUID) error {
+	_, err := q.Exec(ctx, `DELETE FROM catalog.tenants WHERE id = $1 AND status = 'provisioning'`, id)
 	if err != nil {
 		return fmt.Errorf("delete tenant row %s: %w", id, err)
 	}
 	return nil
+}
+
+// querier is what the catalog's statements run on: its pool or a caller's
+// transaction.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
 func isUniqueViolation(err error) bool {

@@ -44,6 +44,9 @@ type Config struct {
 	// Limits turns on each tenant's limits (see limits.go). Nil: plans are
 	// kept in the catalog but not enforced.
 	Limits *LimitsConfig
+	// Retention is how long a deleted tenant's data is kept before it may be
+	// purged. Default provision.DefaultRetention (30 days).
+	Retention time.Duration
 }
 
 // Platform is an open tenancy installation.
@@ -119,6 +122,7 @@ func (p *Platform) open(ctx context.Context, cfg Config) error {
 	}
 	p.Provisioner, err = provision.New(provision.Config{
 		Catalog: p.Catalog, Model: p.Model, Key: key, AppRole: cfg.AppRole, AppPassword: cfg.AppPassword,
+		Retention: cfg.Retention,
 	})
 	return err
 }

@@ -26,6 +26,7 @@ type common struct {
 	dataDir     string
 	migrations  string
 	json        bool
+	retention   time.Duration // how long deleted tenants are kept; 0: the default
 }
 
 func (m *Main) flags(name string, c *common) *flag.FlagSet {
@@ -138,7 +139,7 @@ func (m *Main) open(ctx context.Context, c *common) (p *platform.Platform, dataU
 		}
 		model = os.DirFS(c.migrations)
 	}
-	p, err = platform.Open(ctx, platform.Config{CatalogURL: catalogURL, DataModel: model})
+	p, err = platform.Open(ctx, platform.Config{CatalogURL: catalogURL, DataModel: model, Retention: c.retention})
 	if err != nil {
 		return nil, "", err
 	}

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"os/user"
 	"syscall"
 
 	"github.com/tenancyhq/tenancy"
@@ -29,7 +30,7 @@ func main() {
 	err := m.Run(ctx, os.Args[1:])
 	m.Close()
 	if err != nil {
-		if !errors.Is(err, errUsage) {
+		if err != errUsage { // a bare errUsage was reported already
 			fmt.Fprintln(os.Stderr, "tenancy:", err)
 		}
 		os.Exit(exitCode(err))
@@ -62,19 +63,27 @@ Usage:
                                        create one tenant per isolation model with sample data, print them
   tenancy servers add NAME --dsn URL [--region R] [--capacity N]
   tenancy servers list [--json]
-  tenancy tenants create SLUG --model shared|schema|database [--name N] [--tier T] [--server S] [--json]
-  tenancy tenants list [--json]
-  tenancy tenants show SLUG [--json]
-  tenancy tenants suspend|resume SLUG [--json]
+  tenancy tenants create SLUG --model shared|schema|database [--name N] [--tier T] [--server S] [--region R] [--json]
+                                       re-running it finishes a provisioning that was interrupted
+  tenancy tenants list [--status S] [--model M] [--server S] [--json]
+  tenancy tenants show SLUG [--json]   the tenant, and its recent operations
+  tenancy tenants suspend|resume SLUG [--json]  suspended: requests get 403, data is kept
   tenancy tenants delete SLUG [--json]          soft delete: requests get 410, data is kept
   tenancy tenants restore SLUG [--json]
-  tenancy tenants purge SLUG --confirm SLUG [--json]
-                                       destroy a deleted tenant's data, once its retention has passed
+  tenancy tenants purge SLUG --confirm SLUG [--retention DURATION] [--json]
+                                       destroy a deleted tenant's data once its retention (default 720h) has
+                                       passed; the catalog keeps a tombstone; re-running finishes a purge
+  tenancy tenants continue|rollback SLUG   finish, or undo, an interrupted provisioning (continue: or purge)
+  tenancy tenants set-tier SLUG TIER [--json]
   tenancy migrate up [--canary N | --group G] [--fail-fast] [--parallel N] [--per-server N] [--json]
   tenancy migrate status [--json]      every target's version, pending migrations and drift
   tenancy audit list --tenant SLUG [--since T] [--until T] [--actor A] [--table T] [--after N] [--limit N] [--json]
   tenancy audit verify --tenant SLUG [--json]
                                        check the tenant's hash-chained audit log; names the first bad entry
+  tenancy audit list --control [--tenant SLUG] [--kind K] [--operator O] [--since T] [--until T] [--after N] [--limit N] [--json]
+  tenancy audit verify --control [--json]
+                                       the control plane's log: tenants created, suspended, deleted, purged,
+                                       migrations run…, with the operator ($TENANCY_OPERATOR, else the OS user)
 
 Common flags:
   --database-url URL   the catalog database (default: $TENANCY_DATABASE_URL, else the embedded PostgreSQL)
@@ -98,8 +107,12 @@ func (m *Main) Close() {
 	m.closers = nil
 }
 
-// Run runs one command.
+// Run runs one command. Changes are recorded as made by the actor that ctx
+// carries, else by the operator named by $TENANCY_OPERATOR, else the OS user.
 func (m *Main) Run(ctx context.Context, args []string) error {
+	if _, ok := tenancy.ActorFromContext(ctx); !ok {
+		ctx = tenancy.WithActor(ctx, tenancy.Actor{Kind: "operator", ID: m.operator()})
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(m.Stdout, usage)
 		if len(args) == 0 {
@@ -121,4 +134,15 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(m.Stderr, "tenancy: unknown command %q\n\n%s", args[0], usage)
 	return errUsage
+}
+
+// operator names who runs the binary, for the control-plane log.
+func (m *Main) operator() string {
+	if op := m.Getenv("TENANCY_OPERATOR"); op != "" {
+		return op
+	}
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "unknown"
 }

@@ -44,16 +44,12 @@ func (m *Main) runMigrate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	mg, err := p.Migrator(&cfg)
-	if err != nil {
-		return err
-	}
 	switch args[0] {
 	case "up":
 		if !c.json {
 			opts.Progress = m.progress()
 		}
-		rep, err := mg.Up(ctx, &opts)
+		rep, err := p.MigrateUp(ctx, &cfg, &opts)
 		if rep != nil {
 			if c.json {
 				if jErr := writeJSON(m.Stdout, rep); jErr != nil {
@@ -66,6 +62,10 @@ func (m *Main) runMigrate(ctx context.Context, args []string) error {
 		}
 		return err
 	default:
+		mg, err := p.Migrator(&cfg)
+		if err != nil {
+			return err
+		}
 		st, err := mg.Status(ctx)
 		if err != nil {
 			return err

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/catalog"
+	"github.com/tenancyhq/tenancy/internal/pgtest"
+)
+
+// TestTenantLifecycleCommands takes a tenant of each model through the
+// lifecycle with the binary, as an operator named by TENANCY_OPERATOR, and
+// reads it back from the control plane's log. Refused commands exit with the
+// code of their failure and change nothing.
+func TestTenantLifecycleCommands(t *testing.T) {
+	t.Parallel()
+	s := pgtest.DefaultServer(t)
+	env := map[string]string{"TENANCY_DATABASE_URL": s.URL(s.NewDatabase(t, "")), "TENANCY_OPERATOR": "alice"}
+	if r := run(t, env, "servers", "add", "pg1", "--dsn", s.URL(s.NewDatabase(t, "")), "--region", "eu"); r.code != 0 {
+		t.Fatalf("servers add: %d %s", r.code, r.err)
+	}
+	tenant := func(r result) tenancy.Tenant {
+		t.Helper()
+		var ts []tenancy.Tenant
+		if err := json.Unmarshal([]byte(r.out), &ts); err != nil || len(ts) != 1 {
+			t.Fatalf("want one tenant as JSON: %v\n%s%s", err, r.out, r.err)
+		}
+		return ts[0]
+	}
+	must := func(args ...string) result {
+		t.Helper()
+		r := run(t, env, args...)
+		if r.code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, r.code, r.err)
+		}
+		return r
+	}
+	for _, model := range []string{"shared", "schema", "database"} {
+		slug := pgtest.UniqueName("lc")
+		if tn := tenant(must("tenants", "create", slug, "--model", model, "--region", "eu", "--tier", "pro", "--json")); tn.Status != tenancy.StatusActive || tn.Placement.Server != "pg1" {
+			t.Fatalf("create: %+v", tn)
+		}
+		for _, c := range []struct {
+			args []string
+			code int
+			want string // in stderr
+		}{
+			{[]string{"tenants", "resume", slug}, 4, "not"},
+			{[]string{"tenants", "restore", slug}, 4, "is active"},
+			{[]string{"tenants", "purge", slug, "--confirm", slug}, 4, "only a deleted tenant"},
+			{[]string{"tenants", "continue", slug}, 4, "no unfinished operation"},
+			{[]string{"tenants", "rollback", slug}, 4, "no unfinished operation"},
+			{[]string{"tenants", "suspend"}, 2, "usage: tenancy tenants suspend SLUG"},
+			{[]string{"tenants", "suspend", slug, "extra"}, 2, "usage: tenancy tenants suspend SLUG"},
+			{[]string{"tenants", "frobnicate", slug}, 2, "usage: tenancy tenants create|list"},
+			{[]string{"tenants", "suspend", "nobody-here"}, 3, "not found"},
+			{[]string{"tenants", "suspend", "Bad Slug"}, 2, "invalid tenant slug"},
+		} {
+			if r := run(t, env, c.args...); r.code != c.code || !strings.Contains(r.err, c.want) {
+				t.Errorf("%v: exit %d, stderr %q; want %d and %q", c.args, r.code, r.err, c.code, c.want)
+			}
+		}
+		steps := []struct {
+			args []string
+			want tenancy.Status
+		}{
+			{[]string{"suspend"}, tenancy.StatusSuspended},
+			{[]string{"resume"}, tenancy.StatusActive},
+			{[]string{"delete"}, tenancy.StatusDeleted},
+			{[]string{"restore"}, tenancy.StatusActive},
+			{[]string{"delete"}, tenancy.StatusDeleted},
+		}
+		for _, st := range steps {
+			if tn := tenant(must(append([]string{"tenants", st.args[0], slug, "--json"}, st.args[1:]...)...)); tn.Status != st.want {
+				t.Fatalf("%s: %s, want %s", st.args[0], tn.Status, st.want)
+			}
+		}
+		for _, c := range []struct {
+			args []string
+			code int
+			want string
+		}{
+			{[]string{"tenants", "purge", slug}, 2, "confirm with its slug"},
+			{[]string{"tenants", "purge", slug, "--confirm", "someone-else"}, 2, "confirm with its slug"},
+			{[]string{"tenants", "purge", slug, "--confirm", slug}, 4, "can be purged from"},
+			{[]string{"tenants", "purge", slug, "--confirm", slug, "--retention", "-1h"}, 2, "--retention must be positive"},
+		} {
+			if r := run(t, env, c.args...); r.code != c.code || !strings.Contains(r.err, c.want) {
+				t.Errorf("%v: exit %d, stderr %q; want %d and %q", c.args, r.code, r.err, c.code, c.want)
+			}
+		}
+		if tn := tenant(must("tenants", "show", slug, "--json")); tn.Status != tenancy.StatusDeleted {
+			t.Fatalf("refused purges changed the tenant: %+v", tn)
+		}
+		if tn := tenant(must("tenants", "purge", slug, "--confirm", slug, "--retention", "1ms", "--json")); tn.Status != tenancy.StatusPurged {
+			t.Fatalf("purge: %+v", tn)
+		}
+		if r := must("tenants", "show", slug); !strings.Contains(r.out, "purged") || !strings.Contains(r.out, "purge") ||
+			!strings.Contains(r.out, "operator:alice") {
+			t.Errorf("show after purge:\n%s", r.out)
+		}
+
+		r := must("audit", "list", "--control", "--tenant", slug, "--json")
+		var page struct {
+			Events []catalog.Event `json:"events"`
+		}
+		if err := json.Unmarshal([]byte(r.out), &page); err != nil {
+			t.Fatalf("audit list --control --json: %v\n%s", err, r.out)
+		}
+		var kinds []string
+		for _, e := range page.Events {
+			kinds = append(kinds, string(e.Kind))
+			if e.Operator != "operator:alice" || e.TenantSlug != slug {
+				t.Errorf("event %+v: want operator:alice on %s", e, slug)
+			}
+		}
+		if got, want := strings.Join(kinds, " "), "tenant_created suspended resumed deleted restored deleted purged"; got != want {
+			t.Errorf("control-plane events of %s:\n%s\nwant\n%s", slug, got, want)
+		}
+	}
+	must("migrate", "up")
+	if r := must("audit", "list", "--control", "--kind", "migrated", "--operator", "operator:alice"); !strings.Contains(r.out, "migrated") ||
+		!strings.Contains(r.out, `"failed": 0`) {
+		t.Errorf("the migration run is not in the control-plane log:\n%s", r.out)
+	}
+	if r := must("tenants", "list", "--status", "purged", "--json"); strings.Count(r.out, `"slug"`) != 3 {
+		t.Errorf("list --status purged:\n%s", r.out)
+	}
+	if r := must("audit", "verify", "--control"); !strings.Contains(r.out, "verify") {
+		t.Errorf("audit verify --control: %s", r.out)
+	}
+	if r := run(t, env, "audit", "list", "--kind", "purged", "--tenant", "someone"); r.code != 2 {
+		t.Errorf("--kind without --control: exit %d %s", r.code, r.err)
+	}
+}
