@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +23,27 @@ import (
 	"github.com/tenancyhq/tenancy/internal/tenanttest"
 	"github.com/tenancyhq/tenancy/router"
 )
+
+var strict = flag.Bool("fault.strict", false, "fail, instead of skipping, on the known gaps that the fault tests document")
+
+// wantCodes checks that every error carries one of the codes a caller can act
+// on (503 and the like), not CodeInternal. Connection failures surface today
+// without a code, a known gap (docs/RELIABILITY.md): the check skips, or with
+// -fault.strict fails.
+func wantCodes(t *testing.T, errs []error, codes ...tenancy.Code) {
+	t.Helper()
+	t.Run("CleanCodes", func(t *testing.T) {
+		for _, err := range errs {
+			if slices.Contains(codes, tenancy.ErrorCode(err)) {
+				continue
+			}
+			if *strict {
+				t.Fatalf("error with code %s, want one of %v: %v", tenancy.ErrorCode(err), codes, err)
+			}
+			t.Skipf("known gap: connection failures carry no code (router.acquire, Router.run), so they are answered 500: %v", err)
+		}
+	})
+}
 
 var starve = flag.Bool("fault.starve", false, "run TestFaultSlowTenantDoesNotStarveOthers without the per-database cap (it must fail)")
 
@@ -166,6 +188,7 @@ func TestFaultServerRestartUnderLoad(t *testing.T) {
 			t.Errorf("%s tenant: %d of %d acknowledged inserts lost across the restart", tn.Model, lost, len(acked[i]))
 		}
 	}
+	wantCodes(t, failures, tenancy.CodeUnavailable)
 	st := r.Stats(data)
 	if st.Open > 8 || st.InUse != 0 {
 		t.Errorf("after the restart the router holds %+v: want at most the budget open and none in use", st)
@@ -230,6 +253,7 @@ func TestFaultTenantDatabaseDropped(t *testing.T) {
 		codes[tenancy.ErrorCode(err)]++
 	}
 	t.Logf("the dropped tenant's errors by code %v; first: %v; last: %v", codes, victimErrs[0], victimErrs[len(victimErrs)-1])
+	wantCodes(t, victimErrs, tenancy.CodeUnavailable, tenancy.CodeNotFound, tenancy.CodeGone)
 	if st := r.Stats(server); st.Open > 6 || st.InUse != 0 {
 		t.Errorf("router holds %+v after the errors: want at most the budget open, none in use", st)
 	}
@@ -314,7 +338,7 @@ func TestFaultSlowTenantDoesNotStarveOthers(t *testing.T) {
 	wg.Wait()
 	t.Logf("other tenants' slowest transaction %v while the slow tenant held its share; slow tenant: %d done, %d unavailable; stats %+v",
 		worst, slowDone.Load(), slowUnavailable.Load(), st)
-	if worst > 500*time.Millisecond {
+	if worst > 900*time.Millisecond { // generous: the machine may be busy; starved callers fail at 1 s
 		t.Errorf("other tenants waited up to %v behind a slow tenant", worst)
 	}
 	if st.Open > budget {
