@@ -340,25 +340,31 @@ func (c *comparison) run(t *testing.T, rounds, ops int) *result {
 			}
 		}
 	}
+	// Interleaved one transaction at a time, in an order that rotates, so a
+	// slow moment of the machine hits every side alike; each round's median
+	// per side is compared with its model's limit in the same round.
 	order := slices.Clone(c.sides)
 	for range rounds {
-		rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		for _, stmt := range statements {
-			round := map[*side]float64{}
-			for _, s := range order {
-				start := time.Now()
-				for range ops {
+			lat := map[*side][]float64{}
+			for i := range ops {
+				if i%len(order) == 0 {
+					rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+				}
+				for _, s := range order {
+					start := time.Now()
 					if err := s.run(ctx, stmt); err != nil {
 						t.Fatalf("%s %s %s: %v", s.model, s.name, stmt, err)
 					}
+					lat[s] = append(lat[s], float64(time.Since(start).Nanoseconds()))
 				}
-				round[s] = float64(time.Since(start).Nanoseconds()) / float64(ops)
+				slices.Reverse(order)
 			}
 			for _, s := range c.sides {
-				res.nsOp[s][stmt] = append(res.nsOp[s][stmt], round[s])
+				res.nsOp[s][stmt] = append(res.nsOp[s][stmt], median(lat[s]))
 				for _, l := range c.sides {
 					if l.limit && l.model == s.model {
-						res.ratios[s][stmt] = append(res.ratios[s][stmt], round[s]/round[l])
+						res.ratios[s][stmt] = append(res.ratios[s][stmt], median(lat[s])/median(lat[l]))
 					}
 				}
 			}

@@ -20,8 +20,8 @@ import (
 // model (min–max over the rounds), and the limit's own median µs/op.
 func (res *result) markdown(rounds, ops int, elapsed time.Duration) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Ratio of each side's time per transaction to raw pgx on the same model's table, measured in the same round:\n")
-	fmt.Fprintf(&b, "median over %d interleaved rounds of %d transactions per side and statement (min–max in brackets). ", rounds, ops)
+	fmt.Fprintf(&b, "Ratio of each side's median time per transaction to that of raw pgx on the same model's table in the same round;\n")
+	fmt.Fprintf(&b, "median over %d rounds of %d transactions per side and statement, interleaved one transaction at a time (min–max over the rounds in brackets; the limit's median µs in brackets). ", rounds, ops)
 	fmt.Fprintf(&b, "Lower is better; 1.00 is the limit. One client, one transaction at a time; %d CPUs, Go %s; %v in all.\n\n",
 		runtime.NumCPU(), strings.TrimPrefix(runtime.Version(), "go"), elapsed.Round(time.Second))
 	b.WriteString("| model | side |")
