@@ -23,6 +23,7 @@ import (
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 	"github.com/tenancyhq/tenancy/internal/tenanttest"
 	"github.com/tenancyhq/tenancy/provision"
+	"github.com/tenancyhq/tenancy/router"
 )
 
 var (
@@ -31,6 +32,7 @@ var (
 	scaleSchema   = flag.Int("scale.schema", 2000, "schema tenants at the last level")
 	scaleDatabase = flag.Int("scale.database", 200, "database tenants at the last level")
 	scaleTraffic  = flag.Duration("scale.traffic", 20*time.Second, "traffic per level")
+	scaleServers  = flag.Int("scale.servers", 1, "PostgreSQL servers; tenants are placed across them in turn")
 	scaleBudget   = flag.Duration("scale.provision", 15*time.Minute, "stop growing once provisioning has taken this long in all")
 )
 
@@ -96,14 +98,17 @@ func TestScale(t *testing.T) {
 			dropTenantObjects(t, b, fleet)
 		}
 	})
-	b = tenanttest.Setup(t, &tenanttest.Opts{MaxConnsPerServer: scaleConns})
-	server := b.ServerNames[0]
+	b = tenanttest.Setup(t, &tenanttest.Opts{Servers: *scaleServers, MaxConnsPerServer: scaleConns})
 
-	admin, err := pgx.Connect(context.Background(), b.Servers[0].URL("postgres"))
-	if err != nil {
-		t.Fatal(err)
+	var admins []*pgx.Conn // one per server, to count connections
+	for _, s := range b.Servers {
+		admin, err := pgx.Connect(context.Background(), s.URL("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer admin.Close(context.Background())
+		admins = append(admins, admin)
 	}
-	defer admin.Close(context.Background())
 
 	var results []levelResult
 	var provisioning time.Duration
@@ -111,11 +116,11 @@ func TestScale(t *testing.T) {
 		res := levelResult{level: l, provisioned: map[tenancy.Model]time.Duration{}}
 		for _, m := range tenancy.Models {
 			start := time.Now()
-			grow(t, b, server, m, l.of(m), fleet)
+			grow(t, b, m, l.of(m), fleet)
 			res.provisioned[m] = time.Since(start)
 			provisioning += res.provisioned[m]
 		}
-		traffic(t, b, admin, fleet, &res)
+		traffic(t, b, admins, fleet, &res)
 		results = append(results, res)
 		t.Logf("level %+v: %s", l, res.line())
 		if provisioning > *scaleBudget {
@@ -135,9 +140,12 @@ func TestScale(t *testing.T) {
 	}
 }
 
-// grow provisions tenants of model m until there are n, a few at a time.
-func grow(t *testing.T, b *tenanttest.Bundle, server string, m tenancy.Model, n int, fleet map[tenancy.Model][]*tenancy.Tenant) {
+// grow provisions tenants of model m until there are n, a few at a time, on
+// the servers in turn.
+func grow(t *testing.T, b *tenanttest.Bundle, m tenancy.Model, n int, fleet map[tenancy.Model][]*tenancy.Tenant) {
 	t.Helper()
+	var next atomic.Int64
+	next.Store(int64(len(fleet[m])))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var failed atomic.Pointer[error]
@@ -145,6 +153,7 @@ func grow(t *testing.T, b *tenanttest.Bundle, server string, m tenancy.Model, n 
 	for range 4 {
 		wg.Go(func() {
 			for range todo {
+				server := b.ServerNames[int(next.Add(1))%len(b.ServerNames)]
 				tn, err := b.Platform.CreateTenant(context.Background(), &provision.CreateOpts{
 					Slug: pgtest.UniqueName(string(m)[:2]), Model: m, Server: server,
 				})
@@ -171,12 +180,20 @@ func grow(t *testing.T, b *tenanttest.Bundle, server string, m tenancy.Model, n 
 // traffic runs scaleClients closed-loop clients for scaleTraffic: each picks a
 // model (by its share of the fleet, at least 10%), a tenant of it by Zipf, and
 // runs a point read or, one time in ten, an insert.
-func traffic(t *testing.T, b *tenanttest.Bundle, admin *pgx.Conn, fleet map[tenancy.Model][]*tenancy.Tenant, res *levelResult) {
+func traffic(t *testing.T, b *tenanttest.Bundle, admins []*pgx.Conn, fleet map[tenancy.Model][]*tenancy.Tenant, res *levelResult) {
 	t.Helper()
 	r := b.Platform.Router
 	cache := b.Platform.Cache
 	before := cache.Stats()
-	stBefore := r.Stats(b.ServerNames[0])
+	stats := func() (st router.Stats) {
+		for _, name := range b.ServerNames {
+			s := r.Stats(name)
+			st.Dials += s.Dials
+			st.Evictions += s.Evictions
+		}
+		return st
+	}
+	stBefore := stats()
 
 	ctx, cancel := context.WithTimeout(context.Background(), *scaleTraffic)
 	defer cancel()
@@ -234,11 +251,16 @@ func traffic(t *testing.T, b *tenanttest.Bundle, admin *pgx.Conn, fleet map[tena
 			mu.Unlock()
 		})
 	}
-	// PostgreSQL's own count of the application role's connections.
+	// PostgreSQL's own count of the application role's connections, on the
+	// busiest server.
 	appConns := func() int {
-		var n int
-		_ = admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE usename = $1`, b.AppRole).Scan(&n)
-		return n
+		most := 0
+		for _, admin := range admins {
+			var n int
+			_ = admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE usename = $1`, b.AppRole).Scan(&n)
+			most = max(most, n)
+		}
+		return most
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	for ctx.Err() == nil {
@@ -255,7 +277,7 @@ func traffic(t *testing.T, b *tenanttest.Bundle, admin *pgx.Conn, fleet map[tena
 	}
 
 	after := cache.Stats()
-	st := r.Stats(b.ServerNames[0])
+	st := stats()
 	res.errs = int(errs.Load())
 	res.p50, res.p99, res.txs = map[tenancy.Model]time.Duration{}, map[tenancy.Model]time.Duration{}, map[tenancy.Model]int{}
 	total := 0
@@ -275,7 +297,7 @@ func traffic(t *testing.T, b *tenanttest.Bundle, admin *pgx.Conn, fleet map[tena
 	runtime.ReadMemStats(&ms)
 	res.heapMiB = float64(ms.HeapAlloc) / (1 << 20)
 	if res.maxConns > scaleConns {
-		t.Errorf("PostgreSQL saw %d connections of the application role, over the budget of %d", res.maxConns, scaleConns)
+		t.Errorf("PostgreSQL saw %d connections of the application role on one server, over the budget of %d", res.maxConns, scaleConns)
 	}
 }
 
@@ -291,8 +313,8 @@ func (r levelResult) line() string {
 
 func scaleMarkdown(results []levelResult) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "One server, connection budget %d; %d closed-loop clients for %v per level; each transaction picks a model uniformly, a tenant of it by Zipf (s = %.1f), and runs a point read (or, one time in ten, an insert). %d CPUs, shared with the PostgreSQL server.\n\n",
-		scaleConns, scaleClients, *scaleTraffic, zipfS, runtime.NumCPU())
+	fmt.Fprintf(&b, "%d server(s), connection budget %d each (max server conns: the busiest server); %d closed-loop clients for %v per level; each transaction picks a model uniformly, a tenant of it by Zipf (s = %.1f), and runs a point read (or, one time in ten, an insert). %d CPUs, shared with the PostgreSQL server.\n\n",
+		*scaleServers, scaleConns, scaleClients, *scaleTraffic, zipfS, runtime.NumCPU())
 	b.WriteString("| tenants (shared / schema / database) | shared p50 / p99 | schema p50 / p99 | database p50 / p99 | tx/s | errors | app heap | max server conns | cache hit rate | dials / evictions |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/1e6) }
@@ -325,14 +347,19 @@ func scaleMarkdown(results []levelResult) string {
 // and roles of the tenants the test provisioned.
 func dropTenantObjects(t *testing.T, b *tenanttest.Bundle, fleet map[tenancy.Model][]*tenancy.Tenant) {
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, b.Servers[0].URL("postgres"))
-	if err != nil {
-		t.Logf("cleanup: %v", err)
-		return
+	conns := map[string]*pgx.Conn{}
+	for i, name := range b.ServerNames {
+		conn, err := pgx.Connect(ctx, b.Servers[i].URL("postgres"))
+		if err != nil {
+			t.Logf("cleanup: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		conns[name] = conn
 	}
-	defer conn.Close(ctx)
 	for _, m := range tenancy.Models {
 		for _, tn := range fleet[m] {
+			conn := conns[tn.Placement.Server]
 			if m == tenancy.ModelDatabase {
 				_ = dataplane.DropDatabase(ctx, conn, tn.Placement.Database)
 			}
