@@ -157,8 +157,12 @@ func TestFaultServerRestartUnderLoad(t *testing.T) {
 		if time.Now().After(deadline) {
 			close(stop)
 			wg.Wait()
+			var last error
+			if len(failures) > 0 {
+				last = failures[len(failures)-1]
+			}
 			t.Fatalf("not recovered 30 s after the restart: acknowledged inserts since then per tenant: %d %d %d; last error: %v",
-				after[0].Load(), after[1].Load(), after[2].Load(), failures[len(failures)-1])
+				after[0].Load(), after[1].Load(), after[2].Load(), last)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
