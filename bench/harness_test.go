@@ -234,7 +234,22 @@ type comparison struct {
 
 func setupComparison(t *testing.T) *comparison {
 	t.Helper()
-	b := tenanttest.Setup(t, &tenanttest.Opts{PerModel: 1, MaxConnsPerServer: 8})
+	homeRole := pgtest.UniqueName("home")
+	var b *tenanttest.Bundle
+	// Registered first, so that it runs once the databases are dropped.
+	t.Cleanup(func() {
+		if b == nil {
+			return
+		}
+		conn, err := pgx.Connect(context.Background(), b.Servers[0].URL("postgres"))
+		if err != nil {
+			t.Logf("cleanup: %v", err)
+			return
+		}
+		defer conn.Close(context.Background())
+		_, _ = conn.Exec(context.Background(), "DROP ROLE IF EXISTS "+homeRole)
+	})
+	b = tenanttest.Setup(t, &tenanttest.Opts{PerModel: 1, MaxConnsPerServer: 8})
 	r := b.Platform.Router
 	c := &comparison{}
 	for _, tn := range b.Tenants {
@@ -261,16 +276,20 @@ func setupComparison(t *testing.T) *comparison {
 		switch tn.Model {
 		case tenancy.ModelShared:
 			// database/sql with a session-level SET, the usual home-made
-			// shared-table approach: set the tenant on a pooled connection,
-			// then run the statement in a transaction.
-			db, err := sql.Open("pgx", d.dbURL)
+			// shared-table approach: copies of the tables with a plain RLS
+			// policy on the setting, an application role of their own, and on
+			// each request the tenant set on a pooled connection, then the
+			// statement in a transaction.
+			homeURL := homemade(t, d.dbURL, homeRole)
+			db, err := sql.Open("pgx", homeURL)
 			if err != nil {
 				t.Fatal(err)
 			}
 			db.SetMaxOpenConns(8)
 			db.SetMaxIdleConns(8)
 			t.Cleanup(func() { db.Close() })
-			c.sides = append(c.sides, &side{name: "database/sql + session SET app.tenant_id", model: tn.Model,
+			home := sqlFor(func(table string) string { return "homemade." + table })
+			c.sides = append(c.sides, &side{name: "database/sql + session SET app.tenant_id + plain RLS", model: tn.Model,
 				run: func(ctx context.Context, stmt string) error {
 					conn, err := db.Conn(ctx)
 					if err != nil {
@@ -284,7 +303,7 @@ func setupComparison(t *testing.T) *comparison {
 					if err != nil {
 						return err
 					}
-					if err := runSQL(ctx, tx, d, stmt, qualified[stmt]); err != nil {
+					if err := runSQL(ctx, tx, d, stmt, home[stmt]); err != nil {
 						_ = tx.Rollback()
 						return err
 					}
@@ -317,6 +336,48 @@ func setupComparison(t *testing.T) *comparison {
 		}
 	}
 	return c
+}
+
+// homemade copies the shared CRM tables, with their rows, into schema
+// homemade of the database at dbURL, protects them the way a team would by
+// hand (RLS forced, a policy on current_setting('app.tenant_id'), a role that
+// owns nothing), and returns the URL of that role.
+func homemade(t *testing.T, dbURL, role string) string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	cfg, err := pgx.ParseConfig(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmts := []string{
+		"CREATE SCHEMA homemade",
+		"CREATE ROLE " + role + " LOGIN",
+		"GRANT CONNECT ON DATABASE " + dataplane.Ident(cfg.Database) + " TO " + role,
+		"GRANT USAGE ON SCHEMA homemade TO " + role,
+	}
+	for _, table := range []string{"contacts", "deals"} {
+		ht := "homemade." + table
+		stmts = append(stmts,
+			"CREATE TABLE "+ht+" (LIKE shared."+table+" INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING INDEXES)",
+			"INSERT INTO "+ht+" OVERRIDING SYSTEM VALUE SELECT * FROM shared."+table,
+			"SELECT setval(pg_get_serial_sequence('"+ht+"', 'id'), (SELECT max(id) FROM "+ht+"))",
+			"ALTER TABLE "+ht+" ENABLE ROW LEVEL SECURITY",
+			"ALTER TABLE "+ht+" FORCE ROW LEVEL SECURITY",
+			"CREATE POLICY tenant ON "+ht+" USING (tenant_id = current_setting('app.tenant_id')::uuid) WITH CHECK (tenant_id = current_setting('app.tenant_id')::uuid)",
+			"GRANT SELECT, INSERT, UPDATE ON "+ht+" TO "+role,
+		)
+	}
+	for _, q := range stmts {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("home-made tables: %s: %v", q, err)
+		}
+	}
+	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", role, cfg.Host, cfg.Port, cfg.Database)
 }
 
 // result is the ns/op of every side and statement in every round.
@@ -385,6 +446,7 @@ func median(xs []float64) float64 {
 // TestCompare runs the comparison: a smoke round by default, the full run with
 // -compare. With -out it writes report.md and ratios.png there.
 func TestCompare(t *testing.T) {
+	t.Parallel() // the smoke rounds run side by side; run one comparison at a time
 	r, n := 1, 5
 	if *compare {
 		r, n = *rounds, *ops

@@ -49,6 +49,17 @@ func (res *result) markdown(rounds, ops int, elapsed time.Duration) string {
 		}
 		b.WriteString("\n")
 	}
+	b.WriteString(`
+What each side enforces in PostgreSQL, beside the application's own WHERE tenant_id:
+- raw pgx and GORM: nothing; they connect as the superuser (the limit, and the usual home-made
+  schema-per-tenant setup: one role that reaches every schema, search_path switched per request and
+  left on the pooled connection).
+- database/sql: a plain RLS policy on app.tenant_id, forced, for a role that owns nothing; the setting is
+  session-level, so it stays on the pooled connection after the request. No audit triggers on its copies
+  of the tables (the other sides' inserts and updates fire them).
+- tenancy: RLS forced with a signed, transaction-local tenant, a per-tenant role in the schema and
+  database models, soft delete and the audit triggers; nothing outlives the transaction.
+`)
 	return b.String()
 }
 
