@@ -32,6 +32,9 @@ type Opts struct {
 	PgBouncer bool
 	// Limits turns on tenants' limits (see platform.LimitsConfig).
 	Limits *platform.LimitsConfig
+	// On, when set, are the servers to use instead of pgtest.Servers (for
+	// instance a pgtest.Restartable one); the catalog is on the first.
+	On []*pgtest.Server
 }
 
 // Bundle is a platform under test.
@@ -59,7 +62,10 @@ func Setup(t testing.TB, opts *Opts) *Bundle {
 		opts.Servers = 1
 	}
 	ctx := context.Background()
-	b := &Bundle{Servers: pgtest.Servers(t, opts.Servers), AppRole: pgtest.UniqueName("app")}
+	b := &Bundle{Servers: opts.On, AppRole: pgtest.UniqueName("app")}
+	if len(b.Servers) == 0 {
+		b.Servers = pgtest.Servers(t, opts.Servers)
+	}
 	// Registered first so that it runs last, after the databases are dropped.
 	t.Cleanup(func() { b.dropClusterObjects(t) })
 

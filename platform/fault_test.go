@@ -1,0 +1,191 @@
+package platform_test
+
+// Faults of the control plane, on real PostgreSQL: the catalog database
+// unreachable for a while, under an application serving HTTP.
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/httpx"
+	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/internal/tenanttest"
+	"github.com/tenancyhq/tenancy/provision"
+)
+
+var strict = flag.Bool("fault.strict", false, "fail, instead of skipping, on the known gaps that TestFaultCatalogUnreachable documents")
+
+// knownGap skips the (sub)test on a behaviour that docs/RELIABILITY.md lists as
+// a known gap, saying why; with -fault.strict it fails instead, to check a fix.
+func knownGap(t *testing.T, why, format string, args ...any) {
+	t.Helper()
+	if *strict {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf("known gap: %s: "+format, append([]any{why}, args...)...)
+}
+
+// faultApp serves GET / for the tenant named by X-Tenant with one tenant
+// transaction, as an application would.
+func faultApp(t *testing.T, b *tenanttest.Bundle) *httptest.Server {
+	t.Helper()
+	p := b.Platform
+	mw, err := httpx.Middleware(httpx.Config{Resolver: p.Cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var n int
+		err := p.Router.Tx(r.Context(), func(tx pgx.Tx) error {
+			return tx.QueryRow(r.Context(), `SELECT count(*) FROM contacts`).Scan(&n)
+		})
+		if err != nil {
+			httpx.WriteError(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// status sends GET / for slug and returns the status and, for errors, the
+// problem's code.
+func status(t *testing.T, srv *httptest.Server, slug string) (int, tenancy.Code) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Tenant", slug)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := srv.Client().Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatalf("GET / for %s: %v", slug, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusOK {
+		return resp.StatusCode, ""
+	}
+	var p httpx.Problem
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatalf("GET / for %s: %d %q: %v", slug, resp.StatusCode, body, err)
+	}
+	return resp.StatusCode, p.Code
+}
+
+// TestFaultCatalogUnreachable stops the catalog's server for a while. Known
+// tenants are still served from the cache; a control change (creating a
+// tenant) and an unknown slug are refused with 503 / CodeUnavailable, neither
+// hanging nor claiming that the tenant does not exist; once the catalog is back
+// the same process accepts control changes and follows them again.
+func TestFaultCatalogUnreachable(t *testing.T) {
+	t.Parallel()
+	catalogServer := pgtest.Restartable(t)
+	b := tenanttest.Setup(t, &tenanttest.Opts{On: []*pgtest.Server{catalogServer.Server, pgtest.DefaultServer(t)}})
+	const data = "pg2" // tenants live away from the catalog
+	var known []*tenancy.Tenant
+	for _, m := range tenancy.Models {
+		known = append(known, b.CreateTenant(t, m, data))
+	}
+	srv := faultApp(t, b)
+	for _, tn := range known {
+		if code, _ := status(t, srv, tn.Slug); code != http.StatusOK {
+			t.Fatalf("%s before the fault: %d", tn.Model, code)
+		}
+	}
+
+	catalogServer.Stop(t)
+	outage := time.Now()
+
+	t.Run("KnownTenantsServed", func(t *testing.T) {
+		for time.Since(outage) < 2*time.Second {
+			for _, tn := range known {
+				if got, code := status(t, srv, tn.Slug); got != http.StatusOK {
+					knownGap(t, "the cache forgets every tenant when its catalog listener loses its connection (catalog/cache.go: listen calls Flush), and a lookup that misses fails while the catalog is down",
+						"%s tenant %v into the outage: %d %s, want 200 from the cache", tn.Model, time.Since(outage).Round(time.Millisecond), got, code)
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	t.Run("UnknownTenantUnavailable", func(t *testing.T) {
+		start := time.Now()
+		got, code := status(t, srv, "never-heard-of")
+		if got != http.StatusServiceUnavailable || code != tenancy.CodeUnavailable {
+			knownGap(t, "catalog errors other than not-found carry no code (catalog/cache.go resolve), so httpx answers 500",
+				"unknown slug during the outage: %d %s, want 503 %s (the catalog cannot say it does not exist)", got, code, tenancy.CodeUnavailable)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("the answer took %v", d)
+		}
+	})
+	t.Run("ControlChangeRefused", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		start := time.Now()
+		_, err := b.Platform.CreateTenant(ctx, &provision.CreateOpts{Slug: pgtest.UniqueName("out"), Model: tenancy.ModelSchema, Server: data})
+		if err == nil {
+			t.Fatal("a tenant was created while the catalog was unreachable")
+		}
+		if tenancy.ErrorCode(err) != tenancy.CodeUnavailable {
+			knownGap(t, "the provisioner and the catalog return connection errors without a code (CodeInternal)",
+				"create tenant during the outage: code %s (%v), want %s", tenancy.ErrorCode(err), err, tenancy.CodeUnavailable)
+		}
+		if d := time.Since(start); d > 6*time.Second {
+			t.Errorf("the refusal took %v", d)
+		}
+	})
+
+	catalogServer.Start(t)
+	t.Logf("catalog unreachable for %v", time.Since(outage).Round(time.Millisecond))
+
+	// Recovery without restarting the process: control changes work again, and
+	// reach the cache through the re-subscribed listener.
+	var created *tenancy.Tenant
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		tn, err := b.Platform.CreateTenant(context.Background(), &provision.CreateOpts{Slug: pgtest.UniqueName("back"), Model: tenancy.ModelSchema, Server: data})
+		if err == nil {
+			created = tn
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("create tenant 20 s after the catalog came back: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got, code := status(t, srv, created.Slug); got != http.StatusOK {
+		t.Fatalf("tenant created after the outage: %d %s", got, code)
+	}
+	for _, tn := range known {
+		if got, code := status(t, srv, tn.Slug); got != http.StatusOK {
+			t.Fatalf("%s tenant after the outage: %d %s", tn.Model, got, code)
+		}
+	}
+	victim := known[0]
+	if _, err := b.Platform.Catalog.SetStatus(context.Background(), victim.ID, tenancy.StatusSuspended, tenancy.StatusActive); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		got, _ := status(t, srv, victim.Slug)
+		if got == http.StatusForbidden {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a suspension after the outage did not reach the cache within 5 s (status %d)", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

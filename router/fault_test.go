@@ -1,0 +1,354 @@
+package router_test
+
+// Faults of the data plane, on real PostgreSQL: a server restarted under
+// load, a tenant database dropped under the router, and a slow tenant that
+// would starve the others. Each test is bounded in time and stops by itself.
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/internal/dataplane"
+	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/internal/tenanttest"
+	"github.com/tenancyhq/tenancy/router"
+)
+
+var strict = flag.Bool("fault.strict", false, "fail, instead of skipping, on the known gaps that the fault tests document")
+
+// wantCodes checks that every error carries one of the codes a caller can act
+// on (503 and the like), not CodeInternal. Connection failures surface today
+// without a code, a known gap (docs/RELIABILITY.md): the check skips, or with
+// -fault.strict fails.
+func wantCodes(t *testing.T, errs []error, codes ...tenancy.Code) {
+	t.Helper()
+	t.Run("CleanCodes", func(t *testing.T) {
+		for _, err := range errs {
+			if slices.Contains(codes, tenancy.ErrorCode(err)) {
+				continue
+			}
+			if *strict {
+				t.Fatalf("error with code %s, want one of %v: %v", tenancy.ErrorCode(err), codes, err)
+			}
+			t.Skipf("known gap: connection failures carry no code (router.acquire, Router.run), so they are answered 500: %v", err)
+		}
+	})
+}
+
+var starve = flag.Bool("fault.starve", false, "run TestFaultSlowTenantDoesNotStarveOthers without the per-database cap (it must fail)")
+
+// insertCompany inserts one company named name for tn.
+func insertCompany(ctx context.Context, r *router.Router, tn *tenancy.Tenant, name string) error {
+	return r.Tx(tenancy.WithTenant(ctx, tn), func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO companies (tenant_id, name) VALUES ($1, $2)`, tn.ID, name)
+		return err
+	})
+}
+
+// companyNames returns the names of tn's companies, read as the superuser.
+func companyNames(t *testing.T, b *tenanttest.Bundle, tn *tenancy.Tenant) map[string]bool {
+	t.Helper()
+	conn := b.AdminConn(t, tn)
+	rows, err := conn.Query(context.Background(),
+		`SELECT name FROM `+dataplane.Ident(tn.Placement.Schema)+`.companies WHERE tenant_id = $1`, tn.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := make(map[string]bool, len(names))
+	for _, n := range names {
+		set[n] = true
+	}
+	return set
+}
+
+// TestFaultServerRestartUnderLoad restarts the PostgreSQL server of the data
+// plane while writers in every model insert rows. Every insert the router
+// acknowledged is there afterwards (nothing lost), the failures during the
+// outage are errors (no panic, no hang past the caller's deadline), and the
+// same router serves every tenant again without being restarted.
+func TestFaultServerRestartUnderLoad(t *testing.T) {
+	t.Parallel()
+	rs := pgtest.Restartable(t)
+	b := tenanttest.Setup(t, &tenanttest.Opts{On: []*pgtest.Server{pgtest.DefaultServer(t), rs.Server}, MaxConnsPerServer: 8})
+	const data = "pg2" // the restartable server
+	tenants := []*tenancy.Tenant{
+		b.CreateTenant(t, tenancy.ModelShared, data),
+		b.CreateTenant(t, tenancy.ModelSchema, data),
+		b.CreateTenant(t, tenancy.ModelDatabase, data),
+	}
+	r := b.Platform.Router
+
+	const writersPerTenant = 3
+	var (
+		stop      = make(chan struct{})
+		restarted atomic.Bool
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		acked     = make([]map[string]bool, len(tenants))
+		failures  []error
+		// after counts each tenant's acknowledged inserts after the restart.
+		after = make([]atomic.Int64, len(tenants))
+	)
+	for i := range acked {
+		acked[i] = map[string]bool{}
+	}
+	for i, tn := range tenants {
+		for w := range writersPerTenant {
+			wg.Go(func() {
+				for n := 0; ; n++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					name := fmt.Sprintf("w%d-%d", w, n)
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					err := insertCompany(ctx, r, tn, name)
+					cancel()
+					mu.Lock()
+					if err == nil {
+						acked[i][name] = true
+						if restarted.Load() {
+							after[i].Add(1)
+						}
+					} else {
+						failures = append(failures, err)
+					}
+					mu.Unlock()
+					if err != nil {
+						time.Sleep(20 * time.Millisecond) // as a client backing off
+					}
+				}
+			})
+		}
+	}
+
+	time.Sleep(500 * time.Millisecond)
+	rs.Restart(t)
+	restarted.Store(true)
+	restartedAt := time.Now()
+
+	// Recovery: every tenant is served again, by the same router.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		recovered := true
+		for i := range tenants {
+			if after[i].Load() < 20 {
+				recovered = false
+			}
+		}
+		if recovered {
+			break
+		}
+		if time.Now().After(deadline) {
+			close(stop)
+			wg.Wait()
+			var last error
+			if len(failures) > 0 {
+				last = failures[len(failures)-1]
+			}
+			t.Fatalf("not recovered 30 s after the restart: acknowledged inserts since then per tenant: %d %d %d; last error: %v",
+				after[0].Load(), after[1].Load(), after[2].Load(), last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	recoveredIn := time.Since(restartedAt)
+	close(stop)
+	wg.Wait()
+
+	if len(failures) == 0 {
+		t.Errorf("no transaction failed across a server restart: the fault was not injected")
+	}
+	codes := map[tenancy.Code]int{}
+	for _, err := range failures {
+		codes[tenancy.ErrorCode(err)]++
+	}
+	t.Logf("recovered %v after the restart; %d failed transactions by code %v; first: %v",
+		recoveredIn.Round(time.Millisecond), len(failures), codes, failures[0])
+
+	for i, tn := range tenants {
+		stored := companyNames(t, b, tn)
+		lost := 0
+		for name := range acked[i] {
+			if !stored[name] {
+				lost++
+			}
+		}
+		if lost > 0 {
+			t.Errorf("%s tenant: %d of %d acknowledged inserts lost across the restart", tn.Model, lost, len(acked[i]))
+		}
+	}
+	wantCodes(t, failures, tenancy.CodeUnavailable)
+	st := r.Stats(data)
+	if st.Open > 8 || st.InUse != 0 {
+		t.Errorf("after the restart the router holds %+v: want at most the budget open and none in use", st)
+	}
+}
+
+// TestFaultTenantDatabaseDropped drops a database tenant's database under the
+// router, connections and all. That tenant then gets errors, never a
+// success nor a hang; every other tenant, including one in another database of
+// the same server, is served throughout without a single error.
+func TestFaultTenantDatabaseDropped(t *testing.T) {
+	t.Parallel()
+	b := tenanttest.Setup(t, &tenanttest.Opts{MaxConnsPerServer: 6})
+	server := b.ServerNames[0]
+	victim := b.CreateTenant(t, tenancy.ModelDatabase, server)
+	others := []*tenancy.Tenant{
+		b.CreateTenant(t, tenancy.ModelDatabase, server),
+		b.CreateTenant(t, tenancy.ModelSchema, server),
+		b.CreateTenant(t, tenancy.ModelShared, server),
+	}
+	r := b.Platform.Router
+	ctx := context.Background()
+	// Warm pools: the victim's database has idle connections when it goes.
+	for i := range 3 {
+		for _, tn := range append([]*tenancy.Tenant{victim}, others...) {
+			if err := insertCompany(ctx, r, tn, fmt.Sprintf("warm-%d", i)); err != nil {
+				t.Fatalf("warm-up %s: %v", tn.Model, err)
+			}
+		}
+	}
+
+	admin, err := pgx.Connect(ctx, b.Servers[0].URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "DROP DATABASE "+dataplane.Ident(victim.Placement.Database)+" WITH (FORCE)"); err != nil {
+		t.Fatal(err)
+	}
+
+	var victimErrs []error
+	for i := range 10 {
+		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		start := time.Now()
+		err := insertCompany(tctx, r, victim, fmt.Sprintf("after-%d", i))
+		cancel()
+		if err == nil {
+			t.Fatalf("attempt %d: an insert into a dropped database succeeded", i)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("attempt %d: the error took %v", i, d)
+		}
+		victimErrs = append(victimErrs, err)
+		for _, tn := range others {
+			if err := insertCompany(ctx, r, tn, fmt.Sprintf("after-%d", i)); err != nil {
+				t.Fatalf("attempt %d: %s tenant, untouched, failed: %v", i, tn.Model, err)
+			}
+		}
+	}
+	codes := map[tenancy.Code]int{}
+	for _, err := range victimErrs {
+		codes[tenancy.ErrorCode(err)]++
+	}
+	t.Logf("the dropped tenant's errors by code %v; first: %v; last: %v", codes, victimErrs[0], victimErrs[len(victimErrs)-1])
+	wantCodes(t, victimErrs, tenancy.CodeUnavailable, tenancy.CodeNotFound, tenancy.CodeGone)
+	if st := r.Stats(server); st.Open > 6 || st.InUse != 0 {
+		t.Errorf("router holds %+v after the errors: want at most the budget open, none in use", st)
+	}
+}
+
+// TestFaultSlowTenantDoesNotStarveOthers: a tenant whose transactions are slow
+// (here pg_sleep, as a long report would be) and many at once cannot take more
+// than its database's share of the server's connections, so the other tenants
+// of the server are still served quickly, within the per-server budget.
+// Without the per-database cap (MaxConnsPerDatabase equal to the budget) the
+// slow tenant takes every connection and the others wait.
+func TestFaultSlowTenantDoesNotStarveOthers(t *testing.T) {
+	t.Parallel()
+	const budget = 6
+	perDB := 3
+	if *starve {
+		perDB = budget // mutation check: no per-database cap
+	}
+	b := tenanttest.Setup(t, nil)
+	server := b.ServerNames[0]
+	slow := b.CreateTenant(t, tenancy.ModelDatabase, server)
+	others := []*tenancy.Tenant{
+		b.CreateTenant(t, tenancy.ModelDatabase, server),
+		b.CreateTenant(t, tenancy.ModelSchema, server),
+		b.CreateTenant(t, tenancy.ModelShared, server),
+	}
+	ctx := context.Background()
+	key, err := b.Platform.Catalog.TenantKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := router.New(router.Config{
+		Resolver: b.Platform.Cache, Servers: b.Platform.Catalog, Key: key, AppRole: b.AppRole,
+		MaxConnsPerServer: budget, MaxConnsPerDatabase: perDB,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+
+	var wg sync.WaitGroup
+	defer wg.Wait() // before r.Close
+
+	// The slow tenant: 4× its share of callers, each holding a connection 1.5 s.
+	var slowDone, slowUnavailable atomic.Int64 // the rest ran out of time
+	for range 4 * perDB {
+		wg.Go(func() {
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			err := r.Tx(tenancy.WithTenant(sctx, slow), func(tx pgx.Tx) error {
+				_, err := tx.Exec(sctx, `SELECT pg_sleep(1.5)`)
+				return err
+			})
+			switch {
+			case err == nil:
+				slowDone.Add(1)
+			case errors.Is(err, tenancy.ErrUnavailable):
+				slowUnavailable.Add(1) // waited for its share until its deadline
+			case errors.Is(err, context.DeadlineExceeded):
+				// got a connection late, and its own deadline cut pg_sleep short
+			default:
+				t.Errorf("slow tenant: %v", err)
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond) // the slow tenant holds its connections
+
+	var worst time.Duration
+	for i := range 10 {
+		for _, tn := range others {
+			octx, cancel := context.WithTimeout(ctx, time.Second)
+			start := time.Now()
+			err := insertCompany(octx, r, tn, fmt.Sprintf("fast-%d", i))
+			cancel()
+			if err != nil {
+				t.Fatalf("%s tenant starved by a slow one: %v", tn.Model, err)
+			}
+			worst = max(worst, time.Since(start))
+		}
+	}
+	st := r.Stats(server)
+	wg.Wait()
+	t.Logf("other tenants' slowest transaction %v while the slow tenant held its share; slow tenant: %d done, %d unavailable; stats %+v",
+		worst, slowDone.Load(), slowUnavailable.Load(), st)
+	if worst > 900*time.Millisecond { // generous: the machine may be busy; starved callers fail at 1 s
+		t.Errorf("other tenants waited up to %v behind a slow tenant", worst)
+	}
+	if st.Open > budget {
+		t.Errorf("%d connections open, over the budget of %d", st.Open, budget)
+	}
+	if slowDone.Load() == 0 {
+		t.Errorf("the slow tenant was not served at all")
+	}
+}
