@@ -39,6 +39,7 @@ type Cache struct {
 	gen atomic.Uint64
 
 	hits, misses atomic.Int64
+	stale        atomic.Int64 // lookups answered from a stale entry: the catalog was unreachable
 
 	limits limitsCache // see plans.go
 
@@ -114,8 +115,10 @@ func (c *Cache) listen(ctx context.Context, ready chan<- error) {
 			ready <- err
 			return
 		}
-		// Notifications may have been missed: forget everything.
-		c.Flush()
+		// Notifications may have been missed: nothing cached is trusted any
+		// more, but it is kept to serve known tenants while the catalog is
+		// unreachable (see resolve). The next subscription flushes it.
+		c.expire()
 		c.cfg.Logger.Warn("catalog listener lost its connection; retrying", "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
@@ -188,6 +191,22 @@ func (c *Cache) Flush() {
 	c.limits.flush()
 }
 
+// expire marks every entry stale: the next lookup asks the catalog, and gets
+// the stale entry only if the catalog cannot answer.
+func (c *Cache) expire() {
+	c.mu.Lock()
+	c.gen.Add(1)
+	for k, e := range c.bySlug {
+		e.expires = time.Time{}
+		c.bySlug[k] = e
+	}
+	for k, e := range c.byID {
+		e.expires = time.Time{}
+		c.byID[k] = e
+	}
+	c.mu.Unlock()
+}
+
 // ResolveSlug returns the tenant with the given slug, from memory when
 // possible. The error has code CodeInvalid for a malformed slug and
 // CodeNotFound for an unknown one.
@@ -224,6 +243,15 @@ func (c *Cache) resolve(e cacheEntry, ok bool, load func() (*tenancy.Tenant, err
 	gen := c.gen.Load()
 	t, err := load()
 	if err != nil && !errors.Is(err, tenancy.ErrNotFound) {
+		if ok && e.t != nil {
+			// The catalog cannot answer: a known tenant is served as last
+			// seen rather than not at all.
+			c.stale.Add(1)
+			return e.t, nil
+		}
+		if tenancy.ErrorCode(err) == tenancy.CodeInternal {
+			err = tenancy.Errorf(tenancy.CodeUnavailable, "the catalog cannot be reached to look up tenant %q; retry later: %w", name, err)
+		}
 		return nil, err
 	}
 	c.mu.Lock()
@@ -240,8 +268,12 @@ func (c *Cache) resolve(e cacheEntry, ok bool, load func() (*tenancy.Tenant, err
 	return t, err
 }
 
-// CacheStats counts lookups answered from memory and from the catalog.
-type CacheStats struct{ Hits, Misses int64 }
+// CacheStats counts lookups answered from memory and from the catalog, and
+// those answered from a stale entry because the catalog could not be reached
+// (counted among the misses too).
+type CacheStats struct{ Hits, Misses, Stale int64 }
 
 // Stats returns the cache's counters.
-func (c *Cache) Stats() CacheStats { return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load()} }
+func (c *Cache) Stats() CacheStats {
+	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Stale: c.stale.Load()}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/internal/pgerr"
 	"github.com/tenancyhq/tenancy/internal/sqlmigrate"
 )
 
@@ -42,11 +43,11 @@ func Open(ctx context.Context, url string) (*Catalog, error) {
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("open catalog: %w", err)
+		return nil, dbError("open catalog: %w", err)
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect to catalog: %w", err)
+		return nil, dbError("connect to catalog: %w", err)
 	}
 	return &Catalog{pool: pool}, nil
 }
@@ -71,13 +72,13 @@ func (c *Catalog) Migrate(ctx context.Context) error {
 	}
 	return pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('tenancy.catalog.migrate'))`); err != nil {
-			return fmt.Errorf("lock catalog migrations: %w", err)
+			return dbError("lock catalog migrations: %w", err)
 		}
 		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS catalog`); err != nil {
-			return fmt.Errorf("create catalog schema: %w", err)
+			return dbError("create catalog schema: %w", err)
 		}
 		if _, err := sqlmigrate.Apply(ctx, tx, versionTable, migrations); err != nil {
-			return fmt.Errorf("migrate catalog: %w", err)
+			return dbError("migrate catalog: %w", err)
 		}
 		return nil
 	})
@@ -103,7 +104,7 @@ func (c *Catalog) TenantKey(ctx context.Context) ([]byte, error) {
 		err = c.pool.QueryRow(ctx, `SELECT value FROM catalog.settings WHERE key = 'tenant_key'`).Scan(&key)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read tenant key: %w", err)
+		return nil, dbError("read tenant key: %w", err)
 	}
 	return key, nil
 }
@@ -133,7 +134,7 @@ func (c *Catalog) AddServer(ctx context.Context, s *tenancy.Server) error {
 		return tenancy.Errorf(tenancy.CodeConflict, "server %q already exists", s.Name)
 	}
 	if err != nil {
-		return fmt.Errorf("add server %q: %w", s.Name, err)
+		return dbError("add server %q: %w", s.Name, err)
 	}
 	return nil
 }
@@ -153,7 +154,7 @@ func (c *Catalog) Server(ctx context.Context, name string) (*tenancy.Server, err
 		return nil, tenancy.Errorf(tenancy.CodeNotFound, "server %q not found", name)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read server %q: %w", name, err)
+		return nil, dbError("read server %q: %w", name, err)
 	}
 	return s, nil
 }
@@ -162,7 +163,7 @@ func (c *Catalog) Server(ctx context.Context, name string) (*tenancy.Server, err
 func (c *Catalog) Servers(ctx context.Context) ([]*tenancy.Server, error) {
 	rows, err := c.pool.Query(ctx, `SELECT `+serverColumns+` FROM catalog.servers ORDER BY name`)
 	if err != nil {
-		return nil, fmt.Errorf("list servers: %w", err)
+		return nil, dbError("list servers: %w", err)
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*tenancy.Server, error) { return scanServer(r) })
 }
@@ -211,7 +212,7 @@ func createTenant(ctx context.Context, q querier, t *tenancy.Tenant) error {
 		return tenancy.Errorf(tenancy.CodeNotFound, "server %q not found", t.Placement.Server)
 	}
 	if err != nil {
-		return fmt.Errorf("create tenant %q: %w", t.Slug, err)
+		return dbError("create tenant %q: %w", t.Slug, err)
 	}
 	return nil
 }
@@ -235,7 +236,7 @@ func (c *Catalog) oneTenant(ctx context.Context, where string, arg any, name str
 		return nil, tenancy.Errorf(tenancy.CodeNotFound, "tenant %q not found", name)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read tenant %q: %w", name, err)
+		return nil, dbError("read tenant %q: %w", name, err)
 	}
 	return t, nil
 }
@@ -256,7 +257,7 @@ func (c *Catalog) Tenants(ctx context.Context, opts *ListOpts) ([]*tenancy.Tenan
 		WHERE ($1 = '' OR server = $1) AND ($2 = '' OR model = $2) AND ($3 = '' OR status = $3)
 		ORDER BY slug`, opts.Server, string(opts.Model), string(opts.Status))
 	if err != nil {
-		return nil, fmt.Errorf("list tenants: %w", err)
+		return nil, dbError("list tenants: %w", err)
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*tenancy.Tenant, error) { return scanTenant(r) })
 }
@@ -290,12 +291,12 @@ func setStatus(ctx context.Context, q querier, id uuid.UUID, to tenancy.Status, 
 			return nil, tenancy.Errorf(tenancy.CodeNotFound, "tenant %q not found", id)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read tenant %s: %w", id, err)
+			return nil, dbError("read tenant %s: %w", id, err)
 		}
 		return nil, tenancy.Errorf(tenancy.CodeConflict, "tenant %q is %s: cannot make it %s", cur.Slug, cur.Status, to)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("set status of tenant %s: %w", id, err)
+		return nil, dbError("set status of tenant %s: %w", id, err)
 	}
 	return t, nil
 }
@@ -314,7 +315,7 @@ func DeleteTenantRowTx(ctx context.Context, tx pgx.Tx, id uuid.UUID) error {
 func deleteTenantRow(ctx context.Context, q querier, id uuid.UUID) error {
 	_, err := q.Exec(ctx, `DELETE FROM catalog.tenants WHERE id = $1 AND status = 'provisioning'`, id)
 	if err != nil {
-		return fmt.Errorf("delete tenant row %s: %w", id, err)
+		return dbError("delete tenant row %s: %w", id, err)
 	}
 	return nil
 }
@@ -329,4 +330,15 @@ type querier interface {
 func isUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+// dbError wraps a failed catalog query: with CodeUnavailable when the catalog
+// database itself failed (unreachable, restarting), so that callers answer
+// 503 and may retry; as a plain error otherwise.
+func dbError(format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	if pgerr.ServerFailure(errors.Unwrap(err)) {
+		return tenancy.Errorf(tenancy.CodeUnavailable, "the catalog is unavailable; retry later: %w", err)
+	}
+	return err
 }

@@ -36,6 +36,10 @@ type Config struct {
 	AppPassword string
 	// MaxConnsPerServer is each server's connection budget. Default 50.
 	MaxConnsPerServer int
+	// MaxConnsPerDatabase bounds the connections one database may hold of
+	// its server's budget, so that a slow database tenant cannot take all
+	// of it. Default: the whole budget (see router.Config).
+	MaxConnsPerDatabase int
 	// CacheTTL bounds how long a cached tenant is trusted without a
 	// notification from the catalog. Default 30s.
 	CacheTTL time.Duration
@@ -105,13 +109,14 @@ func (p *Platform) open(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("follow catalog changes: %w", err)
 	}
 	rc := router.Config{
-		Resolver:          p.Cache,
-		Servers:           p.Catalog,
-		Key:               key,
-		AppRole:           cfg.AppRole,
-		AppPassword:       cfg.AppPassword,
-		MaxConnsPerServer: cfg.MaxConnsPerServer,
-		Logger:            cfg.Logger,
+		Resolver:            p.Cache,
+		Servers:             p.Catalog,
+		Key:                 key,
+		AppRole:             cfg.AppRole,
+		AppPassword:         cfg.AppPassword,
+		MaxConnsPerServer:   cfg.MaxConnsPerServer,
+		MaxConnsPerDatabase: cfg.MaxConnsPerDatabase,
+		Logger:              cfg.Logger,
 	}
 	if err := p.limitRouter(&rc, cfg.Limits, cfg.Logger); err != nil {
 		return err

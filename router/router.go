@@ -182,7 +182,7 @@ func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error
 		if attempt == 0 && isCachedPlanChange(err) {
 			continue
 		}
-		return err
+		return unavailable(t, err)
 	}
 }
 
