@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/internal/redistest"
 	"github.com/tenancyhq/tenancy/internal/tenanttest"
@@ -165,4 +167,52 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// countHook counts the commands a client sends.
+type countHook struct{ n atomic.Int64 }
+
+func (h *countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h *countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+// TestRedisOneRoundTrip counts the commands the limiter sends: one per
+// decision once Redis knows the script (the first decision also loads it).
+func TestRedisOneRoundTrip(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	opts, err := redis.ParseURL(redistest.Default(t).URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(opts)
+	defer client.Close()
+	hook := &countHook{}
+	client.AddHook(hook)
+	l, err := ratelimit.NewRedis(ratelimit.RedisConfig{Client: client, Prefix: redistest.Prefix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Allow(ctx, "warm", ratelimit.PerSecond(10, 10)); err != nil {
+		t.Fatal(err)
+	}
+	before := hook.n.Load()
+	for range 100 {
+		if _, err := l.Allow(ctx, "k", ratelimit.PerSecond(10, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := hook.n.Load() - before; n != 100 {
+		t.Fatalf("%d commands for 100 decisions, want 100", n)
+	}
 }
