@@ -20,9 +20,10 @@ import (
 
 // TestRedisSharedBudget runs two limiters, as two app nodes would, each with
 // its own Redis client, against one Redis and one key, as fast as they can
-// for a second. Together they allow what one budget allows: the burst plus
-// the rate times the elapsed time, within 5% (the elapsed time is measured by
-// the test, the budget by Redis's clock).
+// for a second. Together they allow what one budget allows: at most the burst
+// plus the rate times the elapsed time (+1% for the two clocks, +1), where two
+// budgets would allow twice that; and at least 80% of it, a bound loose enough
+// for clients that cannot keep up on a loaded machine.
 func TestRedisSharedBudget(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Default(t)
@@ -58,8 +59,11 @@ func TestRedisSharedBudget(t *testing.T) {
 	total := allowed[0].Load() + allowed[1].Load()
 	want := float64(lim.Burst) + lim.Rate*elapsed.Seconds()
 	t.Logf("allowed %d + %d = %d in %v; one budget allows %.0f", allowed[0].Load(), allowed[1].Load(), total, elapsed, want)
-	if float64(total) > want*1.05 || float64(total) < want*0.95 {
-		t.Fatalf("the two nodes allowed %d together, want %.0f ± 5%%", total, want)
+	if most := float64(lim.Burst) + lim.Rate*elapsed.Seconds()*1.01 + 1; float64(total) > most {
+		t.Fatalf("the two nodes allowed %d together, more than one budget's %.0f", total, most)
+	}
+	if float64(total) < want*0.8 {
+		t.Fatalf("the two nodes allowed %d together, less than 80%% of one budget's %.0f", total, want)
 	}
 	if allowed[0].Load() == 0 || allowed[1].Load() == 0 {
 		t.Fatalf("one node was never allowed anything: %d and %d", allowed[0].Load(), allowed[1].Load())
