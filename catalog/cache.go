@@ -205,6 +205,7 @@ func (c *Cache) expire() {
 		c.byID[k] = e
 	}
 	c.mu.Unlock()
+	c.limits.expire()
 }
 
 // ResolveSlug returns the tenant with the given slug, from memory when

@@ -233,6 +233,18 @@ func (lc *limitsCache) invalidate(id uuid.UUID) {
 	lc.mu.Unlock()
 }
 
+// expire marks every entry stale: the next lookup asks the catalog, and gets
+// the stale entry only if the catalog cannot answer (see Cache.expire).
+func (lc *limitsCache) expire() {
+	lc.mu.Lock()
+	lc.gen++
+	for id, e := range lc.m {
+		e.expires = time.Time{}
+		lc.m[id] = e
+	}
+	lc.mu.Unlock()
+}
+
 func (lc *limitsCache) flush() {
 	lc.mu.Lock()
 	lc.gen++
@@ -243,7 +255,9 @@ func (lc *limitsCache) flush() {
 // Limits returns the tenant's limits (see Catalog.Limits) from memory when
 // possible. A change of a plan, of the tenant's overrides or of its tier
 // reaches every cache through the catalog's notifications, with the cache's
-// TTL as the fallback.
+// TTL as the fallback. While the catalog cannot be reached, limits last read
+// for the tenant's tier are served as they were (as tenants are, see
+// Cache.ResolveID); without them the error has code CodeUnavailable.
 func (c *Cache) Limits(ctx context.Context, t *tenancy.Tenant) (tenancy.Limits, error) {
 	lc := &c.limits
 	now := time.Now()
@@ -256,6 +270,13 @@ func (c *Cache) Limits(ctx context.Context, t *tenancy.Tenant) (tenancy.Limits, 
 	}
 	l, err := c.cat.Limits(ctx, t)
 	if err != nil {
+		if ok && e.tier == t.Tier {
+			c.stale.Add(1)
+			return e.limits, nil
+		}
+		if tenancy.ErrorCode(err) == tenancy.CodeInternal {
+			err = tenancy.Errorf(tenancy.CodeUnavailable, "the catalog cannot be reached to read the limits of tenant %q; retry later: %w", t.Slug, err)
+		}
 		return l, err
 	}
 	lc.mu.Lock()

@@ -19,6 +19,7 @@ import (
 	"github.com/tenancyhq/tenancy/httpx"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 	"github.com/tenancyhq/tenancy/internal/tenanttest"
+	"github.com/tenancyhq/tenancy/platform"
 	"github.com/tenancyhq/tenancy/provision"
 )
 
@@ -188,4 +189,50 @@ func TestFaultCatalogUnreachable(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestFaultCatalogUnreachableWithLimits is the catalog outage with tenants'
+// limits on: the limits last read are served with the tenants, so known
+// tenants go on being served (and limited), instead of failing on limits the
+// catalog cannot give.
+func TestFaultCatalogUnreachableWithLimits(t *testing.T) {
+	t.Parallel()
+	catalogServer := pgtest.Restartable(t)
+	b := tenanttest.Setup(t, &tenanttest.Opts{
+		On:     []*pgtest.Server{catalogServer.Server, pgtest.DefaultServer(t)},
+		Limits: &platform.LimitsConfig{},
+	})
+	tn := b.CreateTenant(t, tenancy.ModelSchema, "pg2")
+	srv := limitServer(t, b.Platform)
+	// Serve until the tenant's creation has stopped reaching the cache: two
+	// requests in a row answered without asking the catalog. The limits read
+	// by then are cached too (they are dropped by the same notifications).
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		misses := b.Platform.Cache.Stats().Misses
+		for range 2 {
+			if res := request(t, srv.Client(), srv.URL, tn.Slug); res.StatusCode != http.StatusNoContent {
+				t.Fatalf("before the fault: %d", res.StatusCode)
+			}
+		}
+		if b.Platform.Cache.Stats().Misses == misses {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cache did not settle within 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	catalogServer.Stop(t)
+	outage := time.Now()
+	for time.Since(outage) < 2*time.Second {
+		res := request(t, srv.Client(), srv.URL, tn.Slug)
+		if res.StatusCode != http.StatusNoContent || res.Header.Get("RateLimit-Policy") == "" {
+			t.Fatalf("%v into the outage: %d %v, want 204 under the tenant's limits", time.Since(outage).Round(time.Millisecond), res.StatusCode, res.Header)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if s := b.Platform.Cache.Stats(); s.Stale == 0 {
+		t.Fatalf("nothing was served stale: %+v", s)
+	}
+	catalogServer.Start(t)
 }

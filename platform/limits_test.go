@@ -4,19 +4,24 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/catalog"
+	"github.com/tenancyhq/tenancy/examples/crm"
 	"github.com/tenancyhq/tenancy/httpx"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/internal/redistest"
 	"github.com/tenancyhq/tenancy/internal/tenanttest"
 	"github.com/tenancyhq/tenancy/platform"
 	"github.com/tenancyhq/tenancy/provision"
+	"github.com/tenancyhq/tenancy/ratelimit"
 )
 
 // limitQueries are the queries limitServer runs, by name (?q=), with the
@@ -158,4 +163,47 @@ func TestLimitMiddlewareNeedsLimits(t *testing.T) {
 	b := tenanttest.Setup(t, nil)
 	_, err := b.Platform.LimitMiddleware()
 	tenanttest.WantCode(t, "LimitMiddleware without Config.Limits", err, tenancy.CodeInvalid)
+}
+
+// TestLimitsTwoNodesShareRedis opens two platforms on one catalog and one
+// Redis, as two app nodes would: a tenant's request budget is one, whichever
+// node its requests reach.
+func TestLimitsTwoNodesShareRedis(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: redistest.Start(t).Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	limits := &platform.LimitsConfig{Redis: rdb}
+	b := tenanttest.Setup(t, &tenanttest.Opts{Limits: limits})
+	first := b.Platform
+	second, err := platform.Open(ctx, platform.Config{
+		CatalogURL: first.Catalog.Pool().Config().ConnString(),
+		DataModel:  crm.Migrations(),
+		AppRole:    b.AppRole,
+		Limits:     limits,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(second.Close)
+	if err := first.Catalog.SetPlan(ctx, &catalog.Plan{Tier: "tiny", Limits: tenancy.Limits{RPS: 0.5, Burst: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	tn, err := first.CreateTenant(ctx, &provision.CreateOpts{Slug: pgtest.UniqueName("two"), Model: tenancy.ModelShared, Tier: "tiny"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := []*httptest.Server{limitServer(t, first), limitServer(t, second)}
+	var statuses []int
+	for i := range 5 {
+		srv := nodes[i%2]
+		statuses = append(statuses, request(t, srv.Client(), srv.URL, tn.Slug).StatusCode)
+	}
+	want := []int{204, 204, 204, 429, 429}
+	if !slices.Equal(statuses, want) {
+		t.Fatalf("requests alternating between two nodes: %v, want %v (one budget of 3)", statuses, want)
+	}
+	if s := first.Limiter.(*ratelimit.Redis).Stats(); s.Failures != 0 {
+		t.Fatalf("redis failed: %+v", s)
+	}
 }

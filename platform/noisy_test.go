@@ -29,10 +29,9 @@ import (
 // connections the flooder held (sampled from pg_stat_activity: the flooder
 // has a database of its own, so its connections are those to that database).
 //
-//	TENANCY_BENCH_NOISY=1 go test ./platform -run TestNoisyNeighbour -count=1 -v [-args -flood-cap 2 -flood-timeout 50ms]
+//	TENANCY_BENCH_NOISY=1 go test ./platform -run TestNoisyNeighbour -count=1 -v [-args -flood-cap 2 -flood-timeout 50ms -rounds 3 -flood-unlimited]
 const (
 	noisyPhase   = 4 * time.Second
-	noisyRounds  = 3  // of baseline then flood
 	normalRPS    = 50 // per other tenant, under their plan's 200
 	flooderLimit = 5  // the flood plan's requests per second
 	flooderRate  = 20 * flooderLimit
@@ -42,6 +41,10 @@ const (
 var (
 	flooderCap     = flag.Int("flood-cap", 2, "the flooder's cap on concurrent transactions")
 	flooderTimeout = flag.Duration("flood-timeout", 50*time.Millisecond, "the flooder's statement timeout")
+	// floodUnlimited gives the flooder a plan without limits, for reference:
+	// what the limits protect from.
+	floodUnlimited = flag.Bool("flood-unlimited", false, "give the flooder no limits at all")
+	noisyRounds    = flag.Int("rounds", 3, "rounds of baseline then flood")
 )
 
 type phaseResult struct {
@@ -62,9 +65,13 @@ func TestNoisyNeighbour(t *testing.T) {
 		Limits:            &platform.LimitsConfig{TxWait: 100 * time.Millisecond},
 	})
 	p := b.Platform
+	floodPlan := tenancy.Limits{RPS: flooderLimit, Burst: flooderLimit, MaxConcurrentTx: *flooderCap, StatementTimeout: *flooderTimeout}
+	if *floodUnlimited {
+		floodPlan = tenancy.Limits{}
+	}
 	for tier, l := range map[tenancy.Tier]tenancy.Limits{
 		"normal": {RPS: 200, Burst: 50, MaxConcurrentTx: 4, StatementTimeout: time.Second},
-		"flood":  {RPS: flooderLimit, Burst: flooderLimit, MaxConcurrentTx: *flooderCap, StatementTimeout: *flooderTimeout},
+		"flood":  floodPlan,
 	} {
 		if err := p.Catalog.SetPlan(ctx, &catalog.Plan{Tier: tier, Limits: l}); err != nil {
 			t.Fatal(err)
@@ -187,7 +194,7 @@ func TestNoisyNeighbour(t *testing.T) {
 		slices.Sort(l)
 		return l[min(int(float64(len(l))*q), len(l)-1)]
 	}
-	for round := range noisyRounds {
+	for round := range *noisyRounds {
 		b, n := run(false, noisyPhase), run(true, noisyPhase)
 		t.Logf("round %d: others' p99 %.2fms alone, %.2fms beside the flood", round+1, ms(pct(b.latencies, 0.99)), ms(pct(n.latencies, 0.99)))
 		base.add(b)
@@ -205,6 +212,9 @@ func TestNoisyNeighbour(t *testing.T) {
 	for _, n := range noisy.flood {
 		sent += n
 	}
+	if *floodUnlimited {
+		t.Logf("reference run: the flooder's plan has no limits")
+	}
 	t.Logf("flooder: %d requests at %d/s (limit %d/s): %d answered 429, %d served, %d failed by its %v statement timeout (all: %v)",
 		sent, flooderRate, flooderLimit, noisy.flood[http.StatusTooManyRequests], noisy.flood[http.StatusNoContent],
 		noisy.flood[http.StatusInternalServerError], *flooderTimeout, noisy.flood)
@@ -217,6 +227,9 @@ func TestNoisyNeighbour(t *testing.T) {
 	}
 	st := p.Router.Stats(flooder.Placement.Server)
 	t.Logf("router: %d connections dialed, %d idle ones evicted for another database", st.Dials, st.Evictions)
+	if *floodUnlimited {
+		return // a reference run: nothing to hold it to
+	}
 	if noisy.mostConns > *flooderCap {
 		t.Errorf("the flooder held %d connections at once, over its cap of %d", noisy.mostConns, *flooderCap)
 	}

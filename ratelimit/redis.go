@@ -47,7 +47,8 @@ type RedisConfig struct {
 	// Client is the Redis client shared by every app node (a *redis.Client,
 	// *redis.ClusterClient or *redis.Ring). Required. Its DialTimeout and
 	// ReadTimeout bound how long a decision waits for an unavailable Redis;
-	// keep them short (say 100ms) and its MaxRetries low.
+	// keep them short (say 100ms) and its MaxRetries low. go-redis reports
+	// failed dials through its own logger (see redis.SetLogger), not Logger.
 	Client redis.Scripter
 	// Prefix is put before every key. Default "tenancy:ratelimit:".
 	Prefix string

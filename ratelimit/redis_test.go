@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/internal/redistest"
 	"github.com/tenancyhq/tenancy/internal/tenanttest"
@@ -18,9 +20,10 @@ import (
 
 // TestRedisSharedBudget runs two limiters, as two app nodes would, each with
 // its own Redis client, against one Redis and one key, as fast as they can
-// for a second. Together they allow what one budget allows: the burst plus
-// the rate times the elapsed time, within 5% (the elapsed time is measured by
-// the test, the budget by Redis's clock).
+// for a second. Together they allow what one budget allows: at most the burst
+// plus the rate times the elapsed time (+1% for the two clocks, +1), where two
+// budgets would allow twice that; and at least 80% of it, a bound loose enough
+// for clients that cannot keep up on a loaded machine.
 func TestRedisSharedBudget(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Default(t)
@@ -56,8 +59,11 @@ func TestRedisSharedBudget(t *testing.T) {
 	total := allowed[0].Load() + allowed[1].Load()
 	want := float64(lim.Burst) + lim.Rate*elapsed.Seconds()
 	t.Logf("allowed %d + %d = %d in %v; one budget allows %.0f", allowed[0].Load(), allowed[1].Load(), total, elapsed, want)
-	if float64(total) > want*1.05 || float64(total) < want*0.95 {
-		t.Fatalf("the two nodes allowed %d together, want %.0f ± 5%%", total, want)
+	if most := float64(lim.Burst) + lim.Rate*elapsed.Seconds()*1.01 + 1; float64(total) > most {
+		t.Fatalf("the two nodes allowed %d together, more than one budget's %.0f", total, most)
+	}
+	if float64(total) < want*0.8 {
+		t.Fatalf("the two nodes allowed %d together, less than 80%% of one budget's %.0f", total, want)
 	}
 	if allowed[0].Load() == 0 || allowed[1].Load() == 0 {
 		t.Fatalf("one node was never allowed anything: %d and %d", allowed[0].Load(), allowed[1].Load())
@@ -165,4 +171,52 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// countHook counts the commands a client sends.
+type countHook struct{ n atomic.Int64 }
+
+func (h *countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h *countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+// TestRedisOneRoundTrip counts the commands the limiter sends: one per
+// decision once Redis knows the script (the first decision also loads it).
+func TestRedisOneRoundTrip(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	opts, err := redis.ParseURL(redistest.Default(t).URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(opts)
+	defer client.Close()
+	hook := &countHook{}
+	client.AddHook(hook)
+	l, err := ratelimit.NewRedis(ratelimit.RedisConfig{Client: client, Prefix: redistest.Prefix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Allow(ctx, "warm", ratelimit.PerSecond(10, 10)); err != nil {
+		t.Fatal(err)
+	}
+	before := hook.n.Load()
+	for range 100 {
+		if _, err := l.Allow(ctx, "k", ratelimit.PerSecond(10, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := hook.n.Load() - before; n != 100 {
+		t.Fatalf("%d commands for 100 decisions, want 100", n)
+	}
 }

@@ -67,7 +67,7 @@ func (r *Router) admit(ctx context.Context, t *tenancy.Tenant) (timeout time.Dur
 }
 
 // timeoutSetting is the value of statement_timeout for the prelude: "" keeps
-// the server's default (see preludeSetSQL).
+// the server's default (see preludeSetTimeoutSQL).
 func timeoutSetting(d time.Duration) string {
 	if d <= 0 {
 		return ""

@@ -65,8 +65,15 @@ func ptr[T any](v T) *T { return &v }
 // transaction.
 func TestStatementTimeout(t *testing.T) {
 	t.Parallel()
+	t.Run("Direct", func(t *testing.T) { t.Parallel(); testStatementTimeout(t, false) })
+	// Behind a transaction pooler with one server connection, every
+	// transaction runs on one backend too.
+	t.Run("PgBouncer", func(t *testing.T) { t.Parallel(); testStatementTimeout(t, true) })
+}
+
+func testStatementTimeout(t *testing.T, pgbouncer bool) {
 	ctx := context.Background()
-	b := tenanttest.Setup(t, nil)
+	b := tenanttest.Setup(t, &tenanttest.Opts{PgBouncer: pgbouncer})
 	if err := b.Platform.Catalog.SetPlan(ctx, &catalog.Plan{Tier: "batch"}); err != nil { // no limits at all
 		t.Fatal(err)
 	}

@@ -96,14 +96,18 @@ func Default(tb testing.TB) *Server {
 }
 
 // Start starts a private server for one test, which may Stop and Restart it.
-// It is stopped when the test ends.
+// It is stopped when the test ends; packages that use only Start need not
+// call Main.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
 	s, err := start()
 	if err != nil {
 		tb.Fatalf("redistest: %v", err)
 	}
-	tb.Cleanup(s.stop)
+	tb.Cleanup(func() {
+		s.stop()
+		_ = os.RemoveAll(s.dir)
+	})
 	return s
 }
 
