@@ -34,6 +34,9 @@ const (
 	// CodeForbidden: the credentials are valid but do not allow this (no
 	// membership in the tenant, a role too low).
 	CodeForbidden Code = "forbidden"
+	// CodeNotImplemented: the operation exists in the API but this
+	// installation does not perform it (yet).
+	CodeNotImplemented Code = "not_implemented"
 	// CodeInternal: anything else; details are logged, not shown.
 	CodeInternal Code = "internal"
 )

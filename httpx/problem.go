@@ -45,24 +45,25 @@ type Problem struct {
 // statuses is the one table that maps error codes to HTTP statuses. A code
 // missing here is answered as CodeInternal.
 var statuses = map[tenancy.Code]int{
-	tenancy.CodeInvalid:      http.StatusBadRequest,
-	tenancy.CodeNoTenant:     http.StatusBadRequest,
-	tenancy.CodeNotFound:     http.StatusNotFound,
-	tenancy.CodeConflict:     http.StatusConflict,
-	tenancy.CodeSuspended:    http.StatusForbidden,
-	tenancy.CodeGone:         http.StatusGone,
-	tenancy.CodeUnavailable:  http.StatusServiceUnavailable,
-	tenancy.CodeUnauthorized: http.StatusUnauthorized,
-	tenancy.CodeForbidden:    http.StatusForbidden,
-	tenancy.CodeRateLimited:  http.StatusTooManyRequests,
-	tenancy.CodeInternal:     http.StatusInternalServerError,
+	tenancy.CodeInvalid:        http.StatusBadRequest,
+	tenancy.CodeNoTenant:       http.StatusBadRequest,
+	tenancy.CodeNotFound:       http.StatusNotFound,
+	tenancy.CodeConflict:       http.StatusConflict,
+	tenancy.CodeSuspended:      http.StatusForbidden,
+	tenancy.CodeGone:           http.StatusGone,
+	tenancy.CodeUnavailable:    http.StatusServiceUnavailable,
+	tenancy.CodeUnauthorized:   http.StatusUnauthorized,
+	tenancy.CodeForbidden:      http.StatusForbidden,
+	tenancy.CodeNotImplemented: http.StatusNotImplemented,
+	tenancy.CodeRateLimited:    http.StatusTooManyRequests,
+	tenancy.CodeInternal:       http.StatusInternalServerError,
 }
 
 // StatusCode returns the HTTP status that answers errors with the code:
 // 400 for CodeInvalid and CodeNoTenant, 404 CodeNotFound, 409 CodeConflict,
 // 403 CodeSuspended, 410 CodeGone, 503 CodeUnavailable, 429 CodeRateLimited
 // (with Retry-After: 1 unless the header is already set), 401
-// CodeUnauthorized, 403 CodeForbidden, and 500 for
+// CodeUnauthorized, 403 CodeForbidden, 501 CodeNotImplemented, and 500 for
 // CodeInternal and any code it does not know.
 func StatusCode(code tenancy.Code) int {
 	if s, ok := statuses[code]; ok {

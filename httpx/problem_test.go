@@ -30,6 +30,7 @@ func TestStatusCode(t *testing.T) {
 		{tenancy.CodeUnavailable, 503},
 		{tenancy.CodeUnauthorized, 401},
 		{tenancy.CodeForbidden, 403},
+		{tenancy.CodeNotImplemented, 501},
 		{tenancy.CodeInternal, 500},
 		{tenancy.CodeRateLimited, 429},
 		{tenancy.Code("too_busy"), 500}, // not in the table
@@ -40,7 +41,7 @@ func TestStatusCode(t *testing.T) {
 			t.Errorf("StatusCode(%q) = %d, want %d", tt.code, got, tt.want)
 		}
 	}
-	if len(statuses) != 11 {
+	if len(statuses) != 12 {
 		t.Errorf("the table has %d codes; update this test with the new ones", len(statuses))
 	}
 }

@@ -1,0 +1,15 @@
+// Package controlapi is the control plane's HTTP API: JSON for operators and
+// the admin dashboard, described by an OpenAPI 3 document (GET /openapi.json).
+//
+// Every request must carry the operator token (Authorization: Bearer …),
+// compared in constant time. Every control action — reads included — goes
+// through one function, Config.Record, with who, what, on which tenant, from
+// where and with what outcome: the one place to point at the control-plane
+// audit log.
+//
+// Tenants can be created, listed and shown; their audit log read and
+// verified, their usage measured; servers listed; the fleet's migration
+// status read. The other lifecycle verbs (suspend, resume, delete, restore,
+// purge, move, change tier) are routed and documented, and answer 501 until
+// an Operation is configured for them (Config.Operations).
+package controlapi
