@@ -62,12 +62,53 @@ func TestDemoEmbedded(t *testing.T) {
 					t.Errorf("run %d: output lacks %q:\n%s", i, want, out)
 				}
 			}
-			// The first run's curl lines add a contact to globex.
-			if want := 3 - i; strings.Count(out, "  3  ") != want {
+			// The first run's curl lines add a contact to globex, and one
+			// to acme by a background import.
+			if want := 3 - 2*i; strings.Count(out, "  3  ") != want {
 				t.Errorf("run %d: want 3 contacts for %d of the 3 tenants:\n%s", i, want, out)
 			}
+			if i == 1 && strings.Count(out, "  4  ") != 2 {
+				t.Errorf("run %d: want 4 contacts in acme and globex after the first run's lines:\n%s", i, out)
+			}
 			runPrintedCurls(t, out)
+			if i == 0 {
+				waitForImport(t, out)
+			}
 		}, "demo", "--addr", "127.0.0.1:0")
+	}
+}
+
+// waitForImport waits until the background import of the printed lines has
+// added its contact to acme, so that the next run counts it.
+func waitForImport(t *testing.T, out string) {
+	t.Helper()
+	_, rest, _ := strings.Cut(out, "serving on ")
+	base, _, _ := strings.Cut(rest, " ")
+	resp, err := http.Post(base+"/login", "application/json", strings.NewReader(`{"email":"`+demoEmail+`","password":"`+demoPassword+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct{ Token string }
+	err = json.NewDecoder(resp.Body).Decode(&s)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		req, _ := http.NewRequest("GET", base+"/t/acme/contacts?q=Ann+Lee", nil)
+		req.Header.Set("Authorization", "Bearer "+s.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(b), "Ann Lee") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the background import has not added its contact after 20s: %s", b)
+		}
 	}
 }
 

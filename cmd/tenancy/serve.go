@@ -9,10 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"time"
+
+	"github.com/riverqueue/river"
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/accounts"
 	"github.com/tenancyhq/tenancy/examples/crm"
+	"github.com/tenancyhq/tenancy/jobs"
 	"github.com/tenancyhq/tenancy/platform"
 	"github.com/tenancyhq/tenancy/serve"
 )
@@ -67,7 +71,25 @@ func (m *Main) serve(ctx context.Context, p *platform.Platform, acc *accounts.Ac
 	if sf.operatorToken == "" {
 		sf.operatorToken = "op_" + rand.Text() // demo only: serve refuses to start without one
 	}
-	app, err := crm.New(ctx, p, &crm.Config{Accounts: acc, Logger: logger})
+	// Background jobs (the CRM's CSV imports) run in this process, on River
+	// in the catalog database.
+	workers := river.NewWorkers()
+	crm.AddWorkers(workers, p)
+	jc, err := jobs.Open(ctx, p, &jobs.Config{Workers: workers, Logger: logger.With("component", "jobs")})
+	if err != nil {
+		return err
+	}
+	if err := jc.Start(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := jc.Stop(sctx); err != nil {
+			logger.Warn("stop background jobs", "error", err)
+		}
+	}()
+	app, err := crm.New(ctx, p, &crm.Config{Accounts: acc, Jobs: jc, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -101,14 +123,16 @@ func (m *Main) serve(ctx context.Context, p *platform.Platform, acc *accounts.Ac
 // tests run them.
 func (m *Main) printDemoHelp(base, opToken string) {
 	curl := "curl -sS --fail-with-body"
+	suffix := demoSuffix()
 	auth := `-H "Authorization: Bearer $TOKEN"`
 	json := `-H 'Content-Type: application/json'`
 	lines := []string{
 		fmt.Sprintf(`TOKEN=$(%s %s -d '{"email":"%s","password":"%s"}' %s/login | sed -E 's/.*"token":"([^"]+)".*/\1/')`,
 			curl, json, demoEmail, demoPassword, base),
 		fmt.Sprintf(`%s %s %s/t/acme/contacts`, curl, auth, base),
-		fmt.Sprintf(`%s %s %s -d '{"name":"Marie Curie","email":"marie.%s@globex.example"}' %s/t/globex/contacts`, curl, auth, json, demoSuffix(), base),
+		fmt.Sprintf(`%s %s %s -d '{"name":"Marie Curie","email":"marie.%s@globex.example"}' %s/t/globex/contacts`, curl, auth, json, suffix, base),
 		fmt.Sprintf(`%s %s '%s/t/initech/deals?stage=qualified'`, curl, auth, base),
+		fmt.Sprintf(`printf 'name,email\nAnn Lee,ann.%s@acme.example\n' | %s %s --data-binary @- %s/t/acme/contacts/import`, suffix, curl, auth, base),
 		fmt.Sprintf(`%s %s '%s/t/globex/audit?table=contacts'`, curl, auth, base),
 		fmt.Sprintf(`%s -H "Authorization: Bearer %s" %s/control/v1/tenants`, curl, opToken, base),
 	}

@@ -17,6 +17,7 @@
 //	  POST   /contacts/{id}/restore   undelete (admin)
 //	  … the same for /companies, /deals and /notes
 //	  POST   /contacts/import         CSV (name,email[,phone]) imported by a background job
+//	  GET    /jobs/{id}               the state of one of the tenant's jobs
 //	  GET    /audit                   the tenant's audit log (admin)
 //	  GET|POST /api-keys, DELETE /api-keys/{id}   keys for machines (admin)
 //	  GET|PUT  /members               members and their roles (PUT: owner or admin)
@@ -37,6 +38,7 @@ import (
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/accounts"
 	"github.com/tenancyhq/tenancy/httpx"
+	"github.com/tenancyhq/tenancy/jobs"
 	"github.com/tenancyhq/tenancy/platform"
 )
 
@@ -57,9 +59,9 @@ type Config struct {
 	// Accounts checks logins and memberships. Nil: accounts.New on the
 	// platform's catalog.
 	Accounts *accounts.Accounts
-	// Jobs runs the CSV imports in the background. Nil: POST
-	// /contacts/import imports within the request.
-	Jobs Enqueuer
+	// Jobs runs the CSV imports in the background; its workers must include
+	// AddWorkers'. Nil: POST /contacts/import imports within the request.
+	Jobs *jobs.Client
 	// Logger receives internal errors. Nil: discard.
 	Logger *slog.Logger
 }
@@ -68,7 +70,7 @@ type Config struct {
 type App struct {
 	p    *platform.Platform
 	acc  *accounts.Accounts
-	jobs Enqueuer
+	jobs *jobs.Client
 	mux  *http.ServeMux
 }
 
@@ -98,6 +100,7 @@ func New(ctx context.Context, p *platform.Platform, cfg *Config) (*App, error) {
 		res.register(tenantMux, app)
 	}
 	tenantMux.HandleFunc("POST /contacts/import", app.handle(accounts.RoleMember, app.importContacts))
+	tenantMux.HandleFunc("GET /jobs/{id}", app.handle(accounts.RoleMember, app.job))
 	tenantMux.HandleFunc("GET /audit", app.handle(accounts.RoleAdmin, app.auditLog))
 	tenantMux.HandleFunc("GET /api-keys", app.handle(accounts.RoleAdmin, app.listAPIKeys))
 	tenantMux.HandleFunc("POST /api-keys", app.handle(accounts.RoleAdmin, app.createAPIKey))

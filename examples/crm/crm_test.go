@@ -13,14 +13,17 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/accounts"
 	"github.com/tenancyhq/tenancy/examples/crm"
 	"github.com/tenancyhq/tenancy/httpx"
 	"github.com/tenancyhq/tenancy/internal/tenanttest"
+	"github.com/tenancyhq/tenancy/jobs"
 )
 
 type testBundle struct {
@@ -33,12 +36,29 @@ type testBundle struct {
 
 const password = "correct horse battery"
 
-func setup(t *testing.T, cfg *crm.Config) *testBundle {
+// setup serves the CRM on a platform with one tenant per model. withJobs
+// gives it a jobs client, so that imports run in the background.
+func setup(t *testing.T, withJobs bool) *testBundle {
 	t.Helper()
 	ctx := context.Background()
 	b := &testBundle{Bundle: tenanttest.Setup(t, &tenanttest.Opts{PerModel: 1})}
-	if cfg == nil {
-		cfg = &crm.Config{}
+	cfg := &crm.Config{}
+	if withJobs {
+		workers := river.NewWorkers()
+		crm.AddWorkers(workers, b.Platform)
+		jc, err := jobs.Open(ctx, b.Platform, &jobs.Config{Workers: workers, FetchPollInterval: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := jc.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = jc.Stop(sctx)
+		})
+		cfg.Jobs = jc
 	}
 	app, err := crm.New(ctx, b.Platform, cfg)
 	if err != nil {
@@ -163,7 +183,7 @@ func (it item) id() string { return fmt.Sprint(it["id"]) }
 
 func TestCRM(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	b := setup(t, false)
 
 	for _, tn := range b.Tenants {
 		t.Run(string(tn.Model), func(t *testing.T) {
@@ -390,4 +410,55 @@ type crmEntry struct {
 	UserAgent string `json:"user_agent"`
 	RequestID string `json:"request_id"`
 	Op        string `json:"op"`
+}
+
+// TestImportInBackground imports a CSV through a background job: it runs
+// under the tenant it was enqueued under, as the user who enqueued it, and
+// writes only that tenant's rows.
+func TestImportInBackground(t *testing.T) {
+	t.Parallel()
+	b := setup(t, true)
+	a := b.Tenants[1] // the schema tenant
+	before := map[string]int{}
+	for _, tn := range b.Tenants {
+		before[tn.Slug] = b.count(t, tn, "contacts")
+	}
+	var job struct {
+		JobID int64 `json:"job_id"`
+		Rows  int
+	}
+	b.do(t, b.owner, "POST", "/t/"+a.Slug+"/contacts/import", "name,email\nAnn,ann@example.com\nBen,ben@example.com\n").
+		want(t, 202).decode(t, &job)
+	if job.Rows != 2 {
+		t.Fatalf("job %+v", job)
+	}
+	path := fmt.Sprintf("/t/%s/jobs/%d", a.Slug, job.JobID)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var st struct{ State string }
+		b.do(t, b.owner, "GET", path, nil).want(t, 200).decode(t, &st)
+		if st.State == "completed" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the import job is %s after 20s", st.State)
+		}
+	}
+	for _, tn := range b.Tenants {
+		want := before[tn.Slug]
+		if tn.ID == a.ID {
+			want += 2
+		}
+		if got := b.count(t, tn, "contacts"); got != want {
+			t.Errorf("%s (%s) has %d contacts, want %d", tn.Slug, tn.Model, got, want)
+		}
+	}
+	// The job is the tenant's: another tenant's path does not show it.
+	other := b.Tenants[0]
+	b.do(t, b.owner, "GET", fmt.Sprintf("/t/%s/jobs/%d", other.Slug, job.JobID), nil).wantProblem(t, 404, "")
+	// The audit log names the user who imported.
+	var entries struct{ Items []crmEntry }
+	b.do(t, b.owner, "GET", "/t/"+a.Slug+"/audit?table=contacts", nil).want(t, 200).decode(t, &entries)
+	if n := len(entries.Items); n < 2 || !strings.HasPrefix(entries.Items[n-1].Actor, "user:") || !strings.HasPrefix(entries.Items[n-1].RequestID, "job-") {
+		t.Errorf("audit of the import: %+v", entries.Items)
+	}
 }

@@ -7,11 +7,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
 
 	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/jobs"
+	"github.com/tenancyhq/tenancy/platform"
 )
 
 // ImportRow is one contact of a CSV import, validated.
@@ -21,10 +25,22 @@ type ImportRow struct {
 	Phone string `json:"phone,omitempty"`
 }
 
-// Enqueuer runs a contact import in the background, under the tenant (and
-// actor) of ctx, and returns the job's id. The jobs package provides one.
-type Enqueuer interface {
-	EnqueueImport(ctx context.Context, rows []ImportRow) (jobID int64, err error)
+// ImportArgs is the background job of a CSV import: the rows, validated
+// before the job was enqueued. It names no tenant: the job runs under the
+// tenant it was enqueued under (see the jobs package).
+type ImportArgs struct {
+	Rows []ImportRow `json:"rows"`
+}
+
+// Kind names the job for River.
+func (ImportArgs) Kind() string { return "crm.import_contacts" }
+
+// AddWorkers registers the CRM's background workers.
+func AddWorkers(workers *river.Workers, p *platform.Platform) {
+	jobs.AddWorker(workers, p, func(ctx context.Context, job *river.Job[ImportArgs]) error {
+		_, err := ImportContacts(ctx, p.Router.Tx, job.Args.Rows)
+		return err
+	})
 }
 
 // ImportResult says what an import did.
@@ -137,17 +153,37 @@ func (app *App) importContacts(_ *App, w http.ResponseWriter, r *http.Request) e
 		return err
 	}
 	if app.jobs != nil {
-		id, err := app.jobs.EnqueueImport(r.Context(), rows)
+		res, err := app.jobs.Insert(r.Context(), ImportArgs{Rows: rows}, nil)
 		if err != nil {
 			return err
 		}
-		return writeJSON(w, http.StatusAccepted, map[string]any{"job_id": id, "rows": len(rows)})
+		id := strconv.FormatInt(res.Job.ID, 10)
+		w.Header().Set("Location", "/jobs/"+id)
+		return writeJSON(w, http.StatusAccepted, map[string]any{"job_id": res.Job.ID, "rows": len(rows), "status": "/jobs/" + id})
 	}
 	res, err := ImportContacts(r.Context(), app.p.Router.Tx, rows)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, res)
+}
+
+// job answers the state of one of the tenant's jobs.
+func (app *App) job(_ *App, w http.ResponseWriter, r *http.Request) error {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		return tenancy.FieldErrorf(tenancy.CodeInvalid, "id", "a job id is a positive number")
+	}
+	if app.jobs == nil {
+		return tenancy.Errorf(tenancy.CodeNotFound, "job %d not found", id)
+	}
+	j, err := app.jobs.Job(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{
+		"id": j.ID, "kind": j.Kind, "state": j.State, "attempt": j.Attempt, "created_at": j.CreatedAt, "finalized_at": j.FinalizedAt,
+	})
 }
 
 func resourceByPath(path string) *resource {
