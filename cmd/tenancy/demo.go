@@ -42,6 +42,7 @@ func (m *Main) runDemo(ctx context.Context, args []string) error {
 		return err
 	}
 	sf.fallbackPort = !flagSet(fs, "addr")
+	c.limits = true
 	p, dataURL, err := m.open(ctx, &c)
 	if err != nil {
 		return err

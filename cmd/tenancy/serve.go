@@ -58,6 +58,7 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	if len(sf.operatorToken) < 16 {
 		return tenancy.Errorf(tenancy.CodeInvalid, "serve needs an operator token of at least 16 characters: --operator-token or TENANCY_OPERATOR_TOKEN")
 	}
+	c.limits = true
 	p, _, err := m.open(ctx, &c)
 	if err != nil {
 		return err

@@ -22,7 +22,9 @@
 //	  GET|POST /api-keys, DELETE /api-keys/{id}   keys for machines (admin)
 //	  GET|PUT  /members               members and their roles (PUT: owner or admin)
 //
-// The tenant comes from the path (httpx), who acts from the token or API key
+// The tenant comes from the path (httpx), its plan's request limit applies
+// when the platform enforces limits (platform.Config.Limits), who acts from
+// the token or API key
 // (accounts.Authorize, on every request), and both reach PostgreSQL through
 // the router, where the audit triggers record the actor, client IP, user
 // agent and request id of every change.
@@ -109,9 +111,19 @@ func New(ctx context.Context, p *platform.Platform, cfg *Config) (*App, error) {
 	tenantMux.HandleFunc("PUT /members", app.handle(accounts.RoleAdmin, app.setMember))
 	tenantMux.HandleFunc("/", app.handle(accounts.RoleMember, notFound))
 
+	// resolve → limit → handler, when the platform enforces plans.
+	var tenantHandler http.Handler = tenantMux
+	if p.Limiter != nil {
+		limit, err := p.LimitMiddleware()
+		if err != nil {
+			return nil, err
+		}
+		tenantHandler = limit(tenantHandler)
+	}
+
 	// Outside any tenant: the account.
 	app.mux = http.NewServeMux()
-	app.mux.Handle("/t/", tenantMW(tenantMux))
+	app.mux.Handle("/t/", tenantMW(tenantHandler))
 	app.mux.HandleFunc("POST /signup", app.plain(cfg.Logger, app.signup))
 	app.mux.HandleFunc("POST /login", app.plain(cfg.Logger, app.login))
 	app.mux.HandleFunc("GET /me", app.plain(cfg.Logger, app.me))

@@ -20,10 +20,12 @@ import (
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/accounts"
+	"github.com/tenancyhq/tenancy/catalog"
 	"github.com/tenancyhq/tenancy/examples/crm"
 	"github.com/tenancyhq/tenancy/httpx"
 	"github.com/tenancyhq/tenancy/internal/tenanttest"
 	"github.com/tenancyhq/tenancy/jobs"
+	"github.com/tenancyhq/tenancy/platform"
 )
 
 type testBundle struct {
@@ -36,14 +38,23 @@ type testBundle struct {
 
 const password = "correct horse battery"
 
-// setup serves the CRM on a platform with one tenant per model. withJobs
-// gives it a jobs client, so that imports run in the background.
-func setup(t *testing.T, withJobs bool) *testBundle {
+// setupOpts choose what the platform under test has.
+type setupOpts struct {
+	jobs   bool // a jobs client, so that imports run in the background
+	limits bool // tenants' plans enforced
+}
+
+// setup serves the CRM on a platform with one tenant per model.
+func setup(t *testing.T, opts setupOpts) *testBundle {
 	t.Helper()
 	ctx := context.Background()
-	b := &testBundle{Bundle: tenanttest.Setup(t, &tenanttest.Opts{PerModel: 1})}
+	to := &tenanttest.Opts{PerModel: 1}
+	if opts.limits {
+		to.Limits = &platform.LimitsConfig{}
+	}
+	b := &testBundle{Bundle: tenanttest.Setup(t, to)}
 	cfg := &crm.Config{}
-	if withJobs {
+	if opts.jobs {
 		workers := river.NewWorkers()
 		crm.AddWorkers(workers, b.Platform)
 		jc, err := jobs.Open(ctx, b.Platform, &jobs.Config{Workers: workers, FetchPollInterval: 20 * time.Millisecond})
@@ -183,7 +194,7 @@ func (it item) id() string { return fmt.Sprint(it["id"]) }
 
 func TestCRM(t *testing.T) {
 	t.Parallel()
-	b := setup(t, false)
+	b := setup(t, setupOpts{})
 
 	for _, tn := range b.Tenants {
 		t.Run(string(tn.Model), func(t *testing.T) {
@@ -417,7 +428,7 @@ type crmEntry struct {
 // writes only that tenant's rows.
 func TestImportInBackground(t *testing.T) {
 	t.Parallel()
-	b := setup(t, true)
+	b := setup(t, setupOpts{jobs: true})
 	a := b.Tenants[1] // the schema tenant
 	before := map[string]int{}
 	for _, tn := range b.Tenants {
@@ -461,4 +472,27 @@ func TestImportInBackground(t *testing.T) {
 	if n := len(entries.Items); n < 2 || !strings.HasPrefix(entries.Items[n-1].Actor, "user:") || !strings.HasPrefix(entries.Items[n-1].RequestID, "job-") {
 		t.Errorf("audit of the import: %+v", entries.Items)
 	}
+}
+
+// TestPlanLimits: with limits on, a tenant over its plan's request budget
+// gets 429, and the other tenants do not notice.
+func TestPlanLimits(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{limits: true})
+	noisy, quiet := b.Tenants[0], b.Tenants[1]
+	rps, burst := 0.01, 3
+	if err := b.Platform.Catalog.SetOverrides(context.Background(), noisy.ID, catalog.Overrides{RPS: &rps, Burst: &burst}); err != nil {
+		t.Fatal(err)
+	}
+	var limited response
+	for i := 0; i < 50 && limited.status == 0; i++ {
+		if r := b.do(t, b.owner, "GET", "/t/"+noisy.Slug+"/contacts", nil); r.status == 429 {
+			limited = r
+		}
+		time.Sleep(10 * time.Millisecond) // the override reaches the cache by notification
+	}
+	if limited.status != 429 || limited.problem.Code != tenancy.CodeRateLimited || limited.header.Get("Retry-After") == "" {
+		t.Fatalf("the noisy tenant was never limited: %d %s", limited.status, limited.body)
+	}
+	b.do(t, b.owner, "GET", "/t/"+quiet.Slug+"/contacts", nil).want(t, 200)
 }
