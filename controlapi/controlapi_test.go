@@ -191,6 +191,13 @@ func TestControlAPI(t *testing.T) {
 		}
 	})
 
+	t.Run("Plans", func(t *testing.T) {
+		code, body, _ := b.do(t, token, "GET", "/v1/plans", nil)
+		if code != 200 || !strings.Contains(string(body), `"tier":"free"`) || !strings.Contains(string(body), `"rps":10`) {
+			t.Errorf("plans: %d %s", code, body)
+		}
+	})
+
 	t.Run("Migrations", func(t *testing.T) {
 		code, body, _ := b.do(t, token, "GET", "/v1/migrations", nil)
 		var out struct {

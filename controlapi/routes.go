@@ -35,6 +35,7 @@ func (a *API) routes() {
 		a.mux.HandleFunc("POST /v1/tenants/{slug}/"+op, a.action("tenant."+op, a.operation(op)))
 	}
 	a.mux.HandleFunc("GET /v1/servers", a.action("server.list", a.listServers))
+	a.mux.HandleFunc("GET /v1/plans", a.action("plan.list", a.listPlans))
 	a.mux.HandleFunc("GET /v1/migrations", a.action("migration.status", a.migrationStatus))
 	a.mux.HandleFunc("/", a.action("unknown", func(w http.ResponseWriter, r *http.Request) (int, any, error) {
 		return 0, nil, tenancy.Errorf(tenancy.CodeNotFound, "no route %s %s", r.Method, r.URL.Path)
@@ -230,6 +231,14 @@ func (a *API) listServers(w http.ResponseWriter, r *http.Request) (int, any, err
 		return 0, nil, err
 	}
 	return http.StatusOK, map[string]any{"items": ss}, nil
+}
+
+func (a *API) listPlans(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	ps, err := a.cfg.Platform.Catalog.Plans(r.Context())
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]any{"items": ps}, nil
 }
 
 func (a *API) migrationStatus(w http.ResponseWriter, r *http.Request) (int, any, error) {

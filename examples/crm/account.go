@@ -4,8 +4,11 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -13,6 +16,7 @@ import (
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/accounts"
 	"github.com/tenancyhq/tenancy/httpx"
+	"github.com/tenancyhq/tenancy/ratelimit"
 )
 
 // plain serves a route outside any tenant (the account): it gives the request
@@ -75,6 +79,9 @@ func (app *App) login(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeBody(r, &body); err != nil {
 		return err
 	}
+	if err := app.throttleLogin(w, r, body.Email); err != nil {
+		return err
+	}
 	tok, u, exp, err := app.acc.Login(r.Context(), body.Email, body.Password)
 	if err != nil {
 		return err
@@ -84,6 +91,33 @@ func (app *App) login(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, session{Token: tok, ExpiresAt: exp, User: u, Tenants: ms})
+}
+
+// Login attempts: per email, 10 at once then one every 6 seconds; per client
+// IP, 30 at once then one a second.
+var (
+	loginPerEmail = ratelimit.PerSecond(1.0/6, 10)
+	loginPerIP    = ratelimit.PerSecond(1, 30)
+)
+
+// throttleLogin counts a login attempt against the email and the client, and
+// refuses it (429 with Retry-After) when either is over its budget.
+func (app *App) throttleLogin(w http.ResponseWriter, r *http.Request, email string) error {
+	c, _ := tenancy.ClientFromContext(r.Context())
+	for _, k := range []struct {
+		key   string
+		limit ratelimit.Limit
+	}{{"crm-login:email:" + strings.ToLower(strings.TrimSpace(email)), loginPerEmail}, {"crm-login:ip:" + c.IP, loginPerIP}} {
+		res, err := app.logins.Allow(r.Context(), k.key, k.limit)
+		if err != nil {
+			return err
+		}
+		if !res.Allowed {
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(res.RetryAfter.Seconds())))))
+			return tenancy.Errorf(tenancy.CodeRateLimited, "too many login attempts; retry later")
+		}
+	}
+	return nil
 }
 
 func (app *App) me(w http.ResponseWriter, r *http.Request) error {

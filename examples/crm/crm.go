@@ -42,6 +42,7 @@ import (
 	"github.com/tenancyhq/tenancy/httpx"
 	"github.com/tenancyhq/tenancy/jobs"
 	"github.com/tenancyhq/tenancy/platform"
+	"github.com/tenancyhq/tenancy/ratelimit"
 )
 
 //go:embed migrations/*.sql
@@ -66,14 +67,19 @@ type Config struct {
 	Jobs *jobs.Client
 	// Logger receives internal errors. Nil: discard.
 	Logger *slog.Logger
+	// LoginLimiter slows down password guessing on POST /login: per email
+	// and per client IP. Nil: an in-process ratelimit.Local; give the
+	// platform's Redis limiter to share the budget across app nodes.
+	LoginLimiter ratelimit.Limiter
 }
 
 // App is the CRM's HTTP handler.
 type App struct {
-	p    *platform.Platform
-	acc  *accounts.Accounts
-	jobs *jobs.Client
-	mux  *http.ServeMux
+	p      *platform.Platform
+	acc    *accounts.Accounts
+	jobs   *jobs.Client
+	logins ratelimit.Limiter
+	mux    *http.ServeMux
 }
 
 // New returns the CRM on the platform p, whose data model must include
@@ -82,7 +88,10 @@ func New(ctx context.Context, p *platform.Platform, cfg *Config) (*App, error) {
 	if cfg == nil {
 		cfg = &Config{}
 	}
-	app := &App{p: p, acc: cfg.Accounts, jobs: cfg.Jobs}
+	app := &App{p: p, acc: cfg.Accounts, jobs: cfg.Jobs, logins: cfg.LoginLimiter}
+	if app.logins == nil {
+		app.logins = ratelimit.NewLocal()
+	}
 	if app.acc == nil {
 		var err error
 		if app.acc, err = accounts.New(ctx, accounts.Config{Catalog: p.Catalog}); err != nil {

@@ -474,6 +474,26 @@ func TestImportInBackground(t *testing.T) {
 	}
 }
 
+// TestLoginThrottle: password guessing on one account is slowed down.
+func TestLoginThrottle(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	var last response
+	for i := 0; i < 12; i++ {
+		last = b.do(t, "", "POST", "/login", item{"email": "member@example.com", "password": "guess " + fmt.Sprint(i)})
+		if last.status == 429 {
+			break
+		}
+		last.wantProblem(t, 401, "")
+	}
+	if last.status != 429 || last.problem.Code != tenancy.CodeRateLimited || last.header.Get("Retry-After") == "" {
+		t.Fatalf("12 wrong passwords: %d %s", last.status, last.body)
+	}
+	// Even the right password waits now; another account does not.
+	b.do(t, "", "POST", "/login", item{"email": "member@example.com", "password": password}).wantProblem(t, 429, "")
+	b.do(t, "", "POST", "/login", item{"email": "owner@example.com", "password": password}).want(t, 200)
+}
+
 // TestPlanLimits: with limits on, a tenant over its plan's request budget
 // gets 429, and the other tenants do not notice.
 func TestPlanLimits(t *testing.T) {
