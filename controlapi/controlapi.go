@@ -118,10 +118,7 @@ type actionKey struct{}
 // operator token checked, the action recorded whatever its outcome.
 func (a *API) action(name string, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("X-Request-Id")
-		if !validRequestID(id) {
-			id = newRequestID()
-		}
+		id := httpx.RequestID(r.Header.Get("X-Request-Id"))
 		w.Header().Set("X-Request-Id", id)
 		ip, _, _ := net.SplitHostPort(r.RemoteAddr)
 		ctx := httpx.WithLogger(tenancy.WithRequestID(r.Context(), id), a.logger)
@@ -161,19 +158,6 @@ func (a *API) authenticate(r *http.Request) error {
 		return tenancy.Errorf(tenancy.CodeUnauthorized, "the control API needs the operator token: Authorization: Bearer <token>")
 	}
 	return nil
-}
-
-// validRequestID accepts what httpx accepts: 1 to 128 of [A-Za-z0-9._:-].
-func validRequestID(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

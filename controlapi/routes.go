@@ -1,7 +1,6 @@
 package controlapi
 
 import (
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,8 +16,6 @@ import (
 	"github.com/tenancyhq/tenancy/provision"
 	"github.com/tenancyhq/tenancy/router"
 )
-
-func newRequestID() string { return rand.Text() }
 
 func (a *API) routes() {
 	a.mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {

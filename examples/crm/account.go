@@ -1,7 +1,6 @@
 package crm
 
 import (
-	"crypto/rand"
 	"encoding/json"
 	"log/slog"
 	"math"
@@ -23,7 +22,7 @@ import (
 // an id and a logger, and answers errors as problems.
 func (app *App) plain(logger *slog.Logger, h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id := rand.Text()
+		id := httpx.RequestID(r.Header.Get("X-Request-Id"))
 		w.Header().Set("X-Request-Id", id)
 		ctx := httpx.WithLogger(tenancy.WithRequestID(r.Context(), id), logger)
 		ip, _, _ := net.SplitHostPort(r.RemoteAddr)
