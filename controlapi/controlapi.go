@@ -72,6 +72,9 @@ type Config struct {
 	// one is answered 501 Not Implemented. Extension point: the lifecycle
 	// and move packages wire theirs here.
 	Operations map[string]Operation
+	// Requests, when set, reports a tenant's HTTP requests and 429s (see
+	// Usage); serve counts them.
+	Requests func(slug string) (requests, rateLimited int64)
 	// Logger receives internal errors and, without Record, the actions.
 	Logger *slog.Logger
 }

@@ -19,6 +19,11 @@ type Usage struct {
 	// or database; in the shared model, the size of its rows (an estimate
 	// without indexes).
 	Bytes int64 `json:"bytes"`
+	// Requests and RateLimited count the tenant's HTTP requests, and those
+	// answered 429, on this app node since it started (see Config.Requests);
+	// absent when the API has no counter.
+	Requests    *int64 `json:"requests,omitempty"`
+	RateLimited *int64 `json:"rate_limited,omitempty"`
 }
 
 func (a *API) tenantUsage(w http.ResponseWriter, r *http.Request) (int, any, error) {
@@ -75,6 +80,10 @@ func (a *API) usage(ctx context.Context, t *tenancy.Tenant) (*Usage, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if a.cfg.Requests != nil {
+		n, limited := a.cfg.Requests(t.Slug)
+		u.Requests, u.RateLimited = &n, &limited
 	}
 	return u, nil
 }

@@ -41,6 +41,7 @@ type Server struct {
 	cfg     Config
 	handler http.Handler
 	metrics *metrics
+	tenants *tenantCounts
 }
 
 // New assembles the server.
@@ -54,14 +55,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
+	s := &Server{cfg: cfg, metrics: newMetrics(cfg.Platform), tenants: newTenantCounts()}
 	api, err := controlapi.New(controlapi.Config{
 		Platform: cfg.Platform, Token: cfg.OperatorToken, Record: cfg.RecordControl,
-		Operations: cfg.ControlOperations, Logger: cfg.Logger,
+		Operations: cfg.ControlOperations, Logger: cfg.Logger, Requests: s.tenants.get,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, metrics: newMetrics(cfg.Platform)}
 	mux := http.NewServeMux()
 	mux.Handle("/control/", http.StripPrefix("/control", api))
 	mux.Handle("/admin/", http.StripPrefix("/admin", web.Handler()))
@@ -156,6 +157,7 @@ func (s *Server) logged(next http.Handler) http.Handler {
 		}
 		if slug := tenantOf(r.URL.Path); slug != "" {
 			attrs = append(attrs, slog.String("tenant", slug))
+			s.tenants.count(slug, rec.status)
 		}
 		s.cfg.Logger.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 	})

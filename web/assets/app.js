@@ -85,6 +85,8 @@ async function loadTenants() {
       cell(tr, tn.status, "status-" + tn.status);
       cell(tr, size(tn.usage && tn.usage.bytes), "num");
       cell(tr, tn.usage ? tn.usage.rows : "–", "num");
+      cell(tr, tn.usage && tn.usage.requests !== undefined ? tn.usage.requests : "–", "num");
+      cell(tr, tn.usage && tn.usage.rate_limited !== undefined ? tn.usage.rate_limited : "–", "num");
       cell(tr, version(tn));
       const actions = cell(tr, "");
       actions.appendChild(button("Audit log", "Show the audit log of " + tn.slug, () => showAudit(tn.slug)));
