@@ -45,7 +45,7 @@ type setupOpts struct {
 }
 
 // setup serves the CRM on a platform with one tenant per model.
-func setup(t *testing.T, opts setupOpts) *testBundle {
+func setup(t testing.TB, opts setupOpts) *testBundle {
 	t.Helper()
 	ctx := context.Background()
 	to := &tenanttest.Opts{PerModel: 1}
@@ -108,7 +108,7 @@ type response struct {
 }
 
 // decode decodes the body into v.
-func (r response) decode(t *testing.T, v any) {
+func (r response) decode(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.body, v); err != nil {
 		t.Fatalf("decode %s: %v", r.body, err)
@@ -116,7 +116,7 @@ func (r response) decode(t *testing.T, v any) {
 }
 
 // do sends a request; body is JSON-encoded unless it is a string.
-func (b *testBundle) do(t *testing.T, token, method, path string, body any, headers ...string) response {
+func (b *testBundle) do(t testing.TB, token, method, path string, body any, headers ...string) response {
 	t.Helper()
 	var rd io.Reader
 	switch v := body.(type) {
@@ -151,7 +151,7 @@ func (b *testBundle) do(t *testing.T, token, method, path string, body any, head
 }
 
 // want fails unless the response has the status.
-func (r response) want(t *testing.T, status int) response {
+func (r response) want(t testing.TB, status int) response {
 	t.Helper()
 	if r.status != status {
 		t.Fatalf("status %d, want %d: %s", r.status, status, r.body)
@@ -160,7 +160,7 @@ func (r response) want(t *testing.T, status int) response {
 }
 
 // wantProblem fails unless the response is a problem with the status and field.
-func (r response) wantProblem(t *testing.T, status int, field string) {
+func (r response) wantProblem(t testing.TB, status int, field string) {
 	t.Helper()
 	r.want(t, status)
 	if r.header.Get("Content-Type") != httpx.ContentType || r.problem.Field != field {
@@ -168,7 +168,7 @@ func (r response) wantProblem(t *testing.T, status int, field string) {
 	}
 }
 
-func (b *testBundle) login(t *testing.T, email string) string {
+func (b *testBundle) login(t testing.TB, email string) string {
 	t.Helper()
 	var s struct{ Token string }
 	b.do(t, "", "POST", "/login", map[string]string{"email": email, "password": password}).want(t, 200).decode(t, &s)
@@ -177,7 +177,7 @@ func (b *testBundle) login(t *testing.T, email string) string {
 
 // count counts the rows of a tenant table, deleted ones included, as the
 // administrator: what the API must not have changed.
-func (b *testBundle) count(t *testing.T, tn *tenancy.Tenant, table string) int {
+func (b *testBundle) count(t testing.TB, tn *tenancy.Tenant, table string) int {
 	t.Helper()
 	var n int
 	conn := b.AdminConn(t, tn)
