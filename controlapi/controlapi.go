@@ -68,9 +68,12 @@ type Config struct {
 	// Record receives every control action once it is done. Nil: log it at
 	// level Info on Logger. The control-plane audit log plugs in here.
 	Record func(ctx context.Context, a Action)
-	// Operations perform the lifecycle verbs (OpSuspend, …). A verb without
-	// one is answered 501 Not Implemented. Extension point: the lifecycle
-	// and move packages wire theirs here.
+	// Operations perform the lifecycle verbs (OpSuspend, …), replacing the
+	// platform's own for the verbs they name. The platform performs suspend,
+	// resume, delete, restore, purge and change-tier, each recording its
+	// control-plane event; a verb without an operation (move, today) is
+	// answered 501 Not Implemented. Extension point: the move package wires
+	// OpMove here.
 	Operations map[string]Operation
 	// Requests, when set, reports a tenant's HTTP requests and 429s (see
 	// Usage); serve counts them.
@@ -96,6 +99,11 @@ func New(cfg Config) (*API, error) {
 		return nil, tenancy.Errorf(tenancy.CodeInvalid, "controlapi: the operator token must be at least 16 bytes")
 	}
 	a := &API{cfg: cfg, tokenHash: sha256.Sum256([]byte(cfg.Token)), mux: http.NewServeMux(), logger: cfg.Logger}
+	ops := defaultOperations(cfg.Platform)
+	for verb, op := range cfg.Operations {
+		ops[verb] = op
+	}
+	a.cfg.Operations = ops
 	if a.logger == nil {
 		a.logger = slog.New(slog.DiscardHandler)
 	}

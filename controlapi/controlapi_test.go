@@ -82,8 +82,9 @@ func (b *testBundle) last() controlapi.Action {
 func TestControlAPI(t *testing.T) {
 	t.Parallel()
 	b := setup(t, map[string]controlapi.Operation{
-		controlapi.OpSuspend: func(_ context.Context, tn *tenancy.Tenant, _ json.RawMessage) (any, error) {
-			return map[string]string{"suspended": tn.Slug}, nil
+		// The extension point: an operation the platform does not have.
+		controlapi.OpMove: func(_ context.Context, tn *tenancy.Tenant, body json.RawMessage) (any, error) {
+			return map[string]any{"moving": tn.Slug, "to": body}, nil
 		},
 	})
 	shared := b.Tenants[0]
@@ -214,17 +215,63 @@ func TestControlAPI(t *testing.T) {
 		}
 	})
 
-	t.Run("LifecycleStubs", func(t *testing.T) {
-		code, _, p := b.do(t, token, "POST", "/v1/tenants/"+shared.Slug+"/purge", nil)
-		if code != 501 || p.Code != tenancy.CodeNotImplemented || !strings.Contains(p.Detail, "purge") {
-			t.Errorf("purge: %d %+v", code, p)
+	t.Run("Lifecycle", func(t *testing.T) {
+		tn := b.Tenants[1]
+		post := func(verb string, body any) (int, []byte, httpx.Problem) {
+			return b.do(t, token, "POST", "/v1/tenants/"+tn.Slug+"/"+verb, body)
 		}
-		code, body, _ := b.do(t, token, "POST", "/v1/tenants/"+shared.Slug+"/suspend", nil)
-		if code != 200 || !strings.Contains(string(body), shared.Slug) {
-			t.Errorf("configured suspend: %d %s", code, body)
+		wantStatus := func(verb string, body any, want tenancy.Status) {
+			t.Helper()
+			code, out, _ := post(verb, body)
+			var got tenancy.Tenant
+			if err := json.Unmarshal(out, &got); code != 200 || err != nil || got.Status != want {
+				t.Fatalf("%s: %d %s, want status %s", verb, code, out, want)
+			}
 		}
-		if a := b.last(); a.Name != "tenant.suspend" || a.Tenant != shared.Slug || a.Outcome != "ok" {
+		wantStatus("suspend", nil, tenancy.StatusSuspended)
+		if code, _, p := post("suspend", nil); code != 409 {
+			t.Errorf("suspend twice: %d %+v", code, p)
+		}
+		wantStatus("resume", nil, tenancy.StatusActive)
+		code, out, _ := post("change-tier", map[string]string{"tier": "pro"})
+		if code != 200 || !strings.Contains(string(out), `"tier":"pro"`) {
+			t.Errorf("change tier: %d %s", code, out)
+		}
+		if code, _, p := post("change-tier", map[string]string{"tier": "Not A Tier"}); code != 400 || p.Field != "tier" {
+			t.Errorf("bad tier: %d %+v", code, p)
+		}
+		wantStatus("delete", nil, tenancy.StatusDeleted)
+		if code, _, p := post("purge", map[string]string{"confirm": "someone-else"}); code != 400 {
+			t.Errorf("purge without the right confirmation: %d %+v", code, p)
+		}
+		wantStatus("restore", nil, tenancy.StatusActive)
+		if code, out, _ := post("move", map[string]string{"model": "database"}); code != 200 || !strings.Contains(string(out), `"moving"`) {
+			t.Errorf("configured move: %d %s", code, out)
+		}
+		if a := b.last(); a.Name != "tenant.move" || a.Tenant != tn.Slug || a.Outcome != "ok" {
 			t.Errorf("recorded %+v", a)
+		}
+
+		// Each change is in the control-plane log, by the operator.
+		code, out, _ = b.do(t, token, "GET", "/v1/events?tenant="+tn.Slug, nil)
+		var ev struct {
+			Items []struct{ Kind, Operator string }
+		}
+		if err := json.Unmarshal(out, &ev); code != 200 || err != nil {
+			t.Fatalf("events: %d %s", code, out)
+		}
+		var kinds []string
+		for _, e := range ev.Items {
+			kinds = append(kinds, e.Kind)
+			if e.Kind != "tenant_created" && e.Operator != "operator:token" {
+				t.Errorf("event %s by %q", e.Kind, e.Operator)
+			}
+		}
+		if got := strings.Join(kinds, " "); !strings.Contains(got, "suspended resumed tier_changed deleted restored") {
+			t.Errorf("events of %s: %s", tn.Slug, got)
+		}
+		if code, out, _ := b.do(t, token, "GET", "/v1/events/verify", nil); code != 200 || !strings.Contains(string(out), `"ok":true`) {
+			t.Errorf("verify events: %d %s", code, out)
 		}
 	})
 }

@@ -7,9 +7,10 @@
 // where and with what outcome: the one place to point at the control-plane
 // audit log.
 //
-// Tenants can be created, listed and shown; their audit log read and
-// verified, their usage measured; servers listed; the fleet's migration
-// status read. The other lifecycle verbs (suspend, resume, delete, restore,
-// purge, move, change tier) are routed and documented, and answer 501 until
-// an Operation is configured for them (Config.Operations).
+// Tenants can be created, listed and shown, suspended, resumed, deleted,
+// restored, purged and given another tier (the platform records each change
+// in the control-plane log, readable and verifiable here); their audit log
+// read and verified, their usage measured; servers and plans listed; the
+// fleet's migration status read. Move is routed and documented, and answers
+// 501 until an Operation is configured for it (Config.Operations).
 package controlapi

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -33,6 +34,8 @@ func (a *API) routes() {
 	}
 	a.mux.HandleFunc("GET /v1/servers", a.action("server.list", a.listServers))
 	a.mux.HandleFunc("GET /v1/plans", a.action("plan.list", a.listPlans))
+	a.mux.HandleFunc("GET /v1/events", a.action("event.list", a.listEvents))
+	a.mux.HandleFunc("GET /v1/events/verify", a.action("event.verify", a.verifyEvents))
 	a.mux.HandleFunc("GET /v1/migrations", a.action("migration.status", a.migrationStatus))
 	a.mux.HandleFunc("/", a.action("unknown", func(w http.ResponseWriter, r *http.Request) (int, any, error) {
 		return 0, nil, tenancy.Errorf(tenancy.CodeNotFound, "no route %s %s", r.Method, r.URL.Path)
@@ -179,17 +182,11 @@ func (a *API) tenantAudit(w http.ResponseWriter, r *http.Request) (int, any, err
 	}
 	q := r.URL.Query()
 	opts := audit.ListOpts{Table: q.Get("table"), Actor: q.Get("actor")}
-	for _, p := range []struct {
-		name string
-		dst  func(int64)
-	}{{"after", func(n int64) { opts.After = n }}, {"limit", func(n int64) { opts.Limit = int(n) }}} {
-		if v := q.Get(p.name); v != "" {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				return 0, nil, tenancy.FieldErrorf(tenancy.CodeInvalid, p.name, "%s must be a number", p.name)
-			}
-			p.dst(n)
-		}
+	if err := numberParams(q, map[string]func(int64){
+		"after": func(n int64) { opts.After = n },
+		"limit": func(n int64) { opts.Limit = int(n) },
+	}); err != nil {
+		return 0, nil, err
 	}
 	var entries []audit.Entry
 	var next int64
@@ -204,6 +201,23 @@ func (a *API) tenantAudit(w http.ResponseWriter, r *http.Request) (int, any, err
 		entries = []audit.Entry{}
 	}
 	return http.StatusOK, map[string]any{"items": entries, "next": next}, nil
+}
+
+// numberParams parses the query parameters named in set, when present, as
+// non-negative numbers and hands each to its function.
+func numberParams(q url.Values, set map[string]func(int64)) error {
+	for name, fn := range set {
+		v := q.Get(name)
+		if v == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return tenancy.FieldErrorf(tenancy.CodeInvalid, name, "%s must be a number", name)
+		}
+		fn(n)
+	}
+	return nil
 }
 
 func (a *API) verifyAudit(w http.ResponseWriter, r *http.Request) (int, any, error) {

@@ -128,6 +128,16 @@ func TestDashboardInBrowser(t *testing.T) {
 	)
 	status := text("#status")
 
+	// Suspend the shared tenant with its button: the table shows it.
+	shared := b.Tenants[0]
+	do("suspend a tenant",
+		chromedp.Click(css(row(shared.Slug)+` button[aria-label="suspend `+shared.Slug+`"]`)),
+		chromedp.WaitVisible(css(row(shared.Slug)+` td.status-suspended`)),
+	)
+	if st := text("#status"); !strings.Contains(st, shared.Slug+": suspend done") {
+		t.Errorf("status after suspending: %q", st)
+	}
+
 	// The audit log of the schema tenant, and its verification.
 	do("open the audit log",
 		chromedp.Click(css(row(schemaTenant.Slug)+` button[aria-label^="Show the audit log"]`)),

@@ -113,8 +113,8 @@ function button(text, label, onclick) {
 async function lifecycle(slug, verb) {
   try {
     await call("POST", "/tenants/" + encodeURIComponent(slug) + "/" + verb);
-    say(slug + ": " + verb + " done.");
     await loadTenants();
+    say(slug + ": " + verb + " done.");
   } catch (e) {
     say(slug + ": " + verb + ": " + e.message, true);
   }
