@@ -200,7 +200,11 @@ func TestCRM(t *testing.T) {
 		t.Run(string(tn.Model), func(t *testing.T) {
 			p := "/t/" + tn.Slug
 			var company, contact, deal, note item
-			b.do(t, b.owner, "POST", p+"/companies", item{"name": "Initrode", "domain": "initrode.example"}).want(t, 201).decode(t, &company)
+			r := b.do(t, b.owner, "POST", p+"/companies", item{"name": "Initrode", "domain": "initrode.example"}).want(t, 201)
+			r.decode(t, &company)
+			if loc := r.header.Get("Location"); loc != p+"/companies/"+company.id() {
+				t.Errorf("Location %q", loc)
+			}
 			b.do(t, b.owner, "POST", p+"/contacts", item{"name": "Ada", "email": "ADA@initrode.example", "company_id": company["id"]}).
 				want(t, 201).decode(t, &contact)
 			if contact["email"] != "ada@initrode.example" || fmt.Sprint(contact["company_id"]) != company.id() {
@@ -435,8 +439,9 @@ func TestImportInBackground(t *testing.T) {
 		before[tn.Slug] = b.count(t, tn, "contacts")
 	}
 	var job struct {
-		JobID int64 `json:"job_id"`
-		Rows  int
+		JobID  int64 `json:"job_id"`
+		Rows   int
+		Status string
 	}
 	b.do(t, b.owner, "POST", "/t/"+a.Slug+"/contacts/import", "name,email\nAnn,ann@example.com\nBen,ben@example.com\n").
 		want(t, 202).decode(t, &job)
@@ -444,6 +449,9 @@ func TestImportInBackground(t *testing.T) {
 		t.Fatalf("job %+v", job)
 	}
 	path := fmt.Sprintf("/t/%s/jobs/%d", a.Slug, job.JobID)
+	if job.Status != path {
+		t.Errorf("the job's status is at %q, want %q", job.Status, path)
+	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		var st struct{ State string }
 		b.do(t, b.owner, "GET", path, nil).want(t, 200).decode(t, &st)

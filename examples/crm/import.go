@@ -157,9 +157,10 @@ func (app *App) importContacts(_ *App, w http.ResponseWriter, r *http.Request) e
 		if err != nil {
 			return err
 		}
-		id := strconv.FormatInt(res.Job.ID, 10)
-		w.Header().Set("Location", "/jobs/"+id)
-		return writeJSON(w, http.StatusAccepted, map[string]any{"job_id": res.Job.ID, "rows": len(rows), "status": "/jobs/" + id})
+		// The job's state is at /t/{slug}/jobs/{id}, beside /t/{slug}/contacts.
+		status := strings.TrimSuffix(location(r, ""), "contacts/import/") + "jobs/" + strconv.FormatInt(res.Job.ID, 10)
+		w.Header().Set("Location", status)
+		return writeJSON(w, http.StatusAccepted, map[string]any{"job_id": res.Job.ID, "rows": len(rows), "status": status})
 	}
 	res, err := ImportContacts(r.Context(), app.p.Router.Tx, rows)
 	if err != nil {

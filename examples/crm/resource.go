@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -263,7 +264,7 @@ func (res *resource) create(app *App, w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Location", "/"+res.path+"/"+strconv.FormatInt(row["id"].(int64), 10))
+	w.Header().Set("Location", location(r, strconv.FormatInt(row["id"].(int64), 10)))
 	return writeJSON(w, http.StatusCreated, row)
 }
 
@@ -423,6 +424,16 @@ func (res *resource) dbError(err error) error {
 		}
 	}
 	return err
+}
+
+// location is the URL path of name under the collection the client posted to,
+// as the client sent it (with its /t/{slug} prefix).
+func location(r *http.Request, name string) string {
+	p := r.URL.EscapedPath()
+	if u, err := url.ParseRequestURI(r.RequestURI); err == nil {
+		p = u.EscapedPath()
+	}
+	return strings.TrimSuffix(p, "/") + "/" + url.PathEscape(name)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {
