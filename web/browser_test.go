@@ -126,16 +126,23 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.Click(css(`#create-form button[type="submit"]`)),
 		chromedp.WaitVisible(css(row(slug))),
 	)
+	if _, err := chromedp.Run(bctx, chromedp.Poll[bool](`document.querySelector("#status").textContent.startsWith("Created ")`)); err != nil {
+		t.Fatalf("status after creating: %q (%v)", text("#status"), err)
+	}
 	status := text("#status")
 
 	// Suspend the shared tenant with its button: the table shows it.
 	shared := b.Tenants[0]
-	do("suspend a tenant",
-		chromedp.Click(css(row(shared.Slug)+` button[aria-label="suspend `+shared.Slug+`"]`)),
-		chromedp.WaitVisible(css(row(shared.Slug)+` td.status-suspended`)),
-	)
-	if st := text("#status"); !strings.Contains(st, shared.Slug+": suspend done") {
-		t.Errorf("status after suspending: %q", st)
+	do("suspend a tenant", chromedp.Click(css(row(shared.Slug)+` button[aria-label="suspend `+shared.Slug+`"]`)))
+	// The status line says so once the tables are reloaded.
+	if _, err := chromedp.Run(bctx, chromedp.Poll[bool](`document.querySelector("#status").textContent.includes(" suspend done")`)); err != nil {
+		t.Fatalf("status after suspending: %q (%v)", text("#status"), err)
+	}
+	do("see the suspension", chromedp.WaitVisible(css(row(shared.Slug)+` td.status-suspended`)))
+	// The control-plane log shows it, by the operator, and verifies.
+	do("verify the control-plane log", chromedp.Click(css("#events-verify")), chromedp.WaitVisible(css("#events-verification.ok")))
+	if ev := text("#events tbody"); !strings.Contains(ev, "suspended") || !strings.Contains(ev, "operator:token") || !strings.Contains(ev, shared.Slug) {
+		t.Errorf("the control-plane log lacks the suspension:\n%s", ev)
 	}
 
 	// The audit log of the schema tenant, and its verification.

@@ -96,6 +96,7 @@ async function loadTenants() {
       body.appendChild(tr);
     }
     say(list.items.length + " tenants.");
+    await loadEvents();
   } catch (e) {
     say("Could not load the tenants: " + e.message, true);
   }
@@ -117,6 +118,45 @@ async function lifecycle(slug, verb) {
     say(slug + ": " + verb + " done.");
   } catch (e) {
     say(slug + ": " + verb + ": " + e.message, true);
+  }
+}
+
+// loadEvents shows the latest page of the control-plane log, newest first.
+async function loadEvents() {
+  try {
+    let page = await call("GET", "/events?limit=1000");
+    const items = page.items;
+    while (page.next) { // the log is read oldest first: follow it to its end
+      page = await call("GET", "/events?limit=1000&after=" + page.next);
+      items.push(...page.items);
+    }
+    const body = $("#events tbody");
+    body.replaceChildren();
+    for (const e of items.slice(-50).reverse()) {
+      const tr = document.createElement("tr");
+      cell(tr, e.seq, "num");
+      cell(tr, new Date(e.at).toLocaleString());
+      cell(tr, e.kind);
+      cell(tr, e.tenant_slug);
+      cell(tr, e.operator, "mono");
+      cell(tr, e.client_ip, "mono");
+      cell(tr, e.details && Object.keys(e.details).length ? JSON.stringify(e.details) : "", "mono");
+      body.appendChild(tr);
+    }
+  } catch (e) {
+    say("Could not read the control-plane log: " + e.message, true);
+  }
+}
+
+async function verifyEvents() {
+  const v = $("#events-verification");
+  try {
+    const r = await call("GET", "/events/verify");
+    v.textContent = r.ok ? "The chain of " + r.events + " events verifies." : "TAMPERED at event " + r.first_bad + ": " + r.reason;
+    v.className = r.ok ? "ok" : "error";
+  } catch (e) {
+    v.textContent = "Could not verify: " + e.message;
+    v.className = "error";
   }
 }
 
@@ -207,6 +247,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#create-form").addEventListener("submit", create);
   $("#refresh").addEventListener("click", loadTenants);
   $("#verify").addEventListener("click", verify);
+  $("#events-verify").addEventListener("click", verifyEvents);
   $("#audit-more").addEventListener("click", () => showAudit(current, true));
   if (token) start(); else showLogin();
 });
