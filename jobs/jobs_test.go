@@ -154,6 +154,19 @@ func TestJobKeepsItsTenant(t *testing.T) {
 		}
 	})
 
+	// A tenant being moved is served: its jobs keep running.
+	t.Run("WhileMoving", func(t *testing.T) {
+		if _, err := tb.Platform.Catalog.SetStatus(bg, tb.c.ID, tenancy.StatusMoving, tenancy.StatusActive); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _, _ = tb.Platform.Catalog.SetStatus(bg, tb.c.ID, tenancy.StatusActive, tenancy.StatusMoving) })
+		res, err := tb.client.Insert(tenanttest.Ctx(tb.c), addContact{Name: "Moving", Email: "moving@c.example"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tb.wait(t, res.Job.ID, rivertype.JobStateCompleted)
+	})
+
 	// The tenant is resolved when the job runs, not when it was enqueued: a
 	// job enqueued while the tenant was active waits while it is suspended.
 	t.Run("ResolvedAtRunTime", func(t *testing.T) {

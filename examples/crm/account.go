@@ -54,6 +54,9 @@ func (app *App) signup(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeBody(r, &body); err != nil {
 		return err
 	}
+	if err := app.throttle(w, r, "crm-signup:ip:", signupPerIP); err != nil {
+		return err
+	}
 	in = accounts.NewUser{Email: body.Email, Name: body.Name, Password: body.Password}
 	u, err := app.acc.CreateUser(r.Context(), &in)
 	if err != nil {
@@ -93,28 +96,37 @@ func (app *App) login(w http.ResponseWriter, r *http.Request) error {
 }
 
 // Login attempts: per email, 10 at once then one every 6 seconds; per client
-// IP, 30 at once then one a second.
+// IP, 30 at once then one a second. Signups: per client IP, 10 at once then
+// one a minute.
 var (
 	loginPerEmail = ratelimit.PerSecond(1.0/6, 10)
 	loginPerIP    = ratelimit.PerSecond(1, 30)
+	signupPerIP   = ratelimit.PerSecond(1.0/60, 10)
 )
 
 // throttleLogin counts a login attempt against the email and the client, and
 // refuses it (429 with Retry-After) when either is over its budget.
 func (app *App) throttleLogin(w http.ResponseWriter, r *http.Request, email string) error {
-	c, _ := tenancy.ClientFromContext(r.Context())
-	for _, k := range []struct {
-		key   string
-		limit ratelimit.Limit
-	}{{"crm-login:email:" + strings.ToLower(strings.TrimSpace(email)), loginPerEmail}, {"crm-login:ip:" + c.IP, loginPerIP}} {
-		res, err := app.logins.Allow(r.Context(), k.key, k.limit)
-		if err != nil {
-			return err
-		}
-		if !res.Allowed {
-			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(res.RetryAfter.Seconds())))))
-			return tenancy.Errorf(tenancy.CodeRateLimited, "too many login attempts; retry later")
-		}
+	if err := app.throttle(w, r, "crm-login:email:"+strings.ToLower(strings.TrimSpace(email)), loginPerEmail); err != nil {
+		return err
+	}
+	return app.throttle(w, r, "crm-login:ip:", loginPerIP)
+}
+
+// throttle counts one attempt against key (the client IP is appended to keys
+// ending in "ip:") and refuses it, 429 with Retry-After, over the limit.
+func (app *App) throttle(w http.ResponseWriter, r *http.Request, key string, limit ratelimit.Limit) error {
+	if strings.HasSuffix(key, "ip:") {
+		c, _ := tenancy.ClientFromContext(r.Context())
+		key += c.IP
+	}
+	res, err := app.logins.Allow(r.Context(), key, limit)
+	if err != nil {
+		return err
+	}
+	if !res.Allowed {
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(res.RetryAfter.Seconds())))))
+		return tenancy.Errorf(tenancy.CodeRateLimited, "too many attempts; retry later")
 	}
 	return nil
 }

@@ -37,9 +37,10 @@ type Config struct {
 	Jobs *jobs.Client
 	// Logger receives internal errors. Nil: discard.
 	Logger *slog.Logger
-	// LoginLimiter slows down password guessing on POST /login: per email
-	// and per client IP. Nil: an in-process ratelimit.Local; give the
-	// platform's Redis limiter to share the budget across app nodes.
+	// LoginLimiter slows down password guessing on POST /login (per email
+	// and per client IP) and account creation on POST /signup (per client
+	// IP). Nil: an in-process ratelimit.Local; give the platform's Redis
+	// limiter to share the budget across app nodes.
 	LoginLimiter ratelimit.Limiter
 }
 
