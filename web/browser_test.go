@@ -139,9 +139,26 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("status after suspending: %q (%v)", text("#status"), err)
 	}
 	do("see the suspension", chromedp.WaitVisible(css(row(shared.Slug)+` td.status-suspended`)))
-	// The control-plane log shows it, by the operator, and verifies.
+	// Give the schema tenant another tier, once the plans are listed.
+	if _, err := chromedp.Run(bctx, chromedp.Poll[bool](`document.querySelector('#tier-tier option[value="pro"]') !== null`)); err != nil {
+		t.Fatalf("the tiers are not listed: %v", err)
+	}
+	do("change a tier",
+		chromedp.SetValue(css("#tier-slug"), schemaTenant.Slug),
+		chromedp.SetValue(css("#tier-tier"), "pro"),
+		chromedp.Click(css(`#tier-form button[type="submit"]`)),
+	)
+	if _, err := chromedp.Run(bctx, chromedp.Poll[bool](`document.querySelector("#status").textContent.includes("is now on the pro tier")`)); err != nil {
+		t.Fatalf("status after changing the tier: %q (%v)", text("#status"), err)
+	}
+	if got, err := b.Platform.Catalog.TenantBySlug(context.Background(), schemaTenant.Slug); err != nil || got.Tier != "pro" {
+		t.Errorf("after changing the tier in the browser: %+v %v", got, err)
+	}
+
+	// The control-plane log shows it all, by the operator, and verifies.
 	do("verify the control-plane log", chromedp.Click(css("#events-verify")), chromedp.WaitVisible(css("#events-verification.ok")))
-	if ev := text("#events tbody"); !strings.Contains(ev, "suspended") || !strings.Contains(ev, "operator:token") || !strings.Contains(ev, shared.Slug) {
+	if ev := text("#events tbody"); !strings.Contains(ev, "suspended") || !strings.Contains(ev, "tier_changed") ||
+		!strings.Contains(ev, "operator:token") || !strings.Contains(ev, shared.Slug) {
 		t.Errorf("the control-plane log lacks the suspension:\n%s", ev)
 	}
 

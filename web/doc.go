@@ -4,7 +4,7 @@
 //
 // It shows the tenants with their tier, model, placement, status, size, rows,
 // requests, 429s and migration version; creates, suspends, resumes, deletes
-// and restores tenants; and shows the control-plane log and a tenant's audit
+// and restores tenants and changes their tier; and shows the control-plane log and a tenant's audit
 // log, each with whether its hash chain verifies. It is usable with the keyboard
 // alone and labelled for screen readers.
 //

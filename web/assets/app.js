@@ -95,6 +95,7 @@ async function loadTenants() {
       }
       body.appendChild(tr);
     }
+    fillSelect($("#tier-slug"), list.items.map((tn) => tn.slug));
     say(list.items.length + " tenants.");
     await loadEvents();
   } catch (e) {
@@ -217,6 +218,34 @@ async function create(ev) {
   }
 }
 
+// fillSelect replaces a select's options, keeping the current choice.
+function fillSelect(sel, values) {
+  const keep = sel.value;
+  sel.replaceChildren(...values.map((v) => new Option(v, v)));
+  if (values.includes(keep)) sel.value = keep;
+}
+
+async function loadPlans() {
+  try {
+    const plans = await call("GET", "/plans");
+    fillSelect($("#tier-tier"), plans.items.map((p) => p.tier));
+  } catch (e) {
+    say("Could not read the plans: " + e.message, true);
+  }
+}
+
+async function changeTier(ev) {
+  ev.preventDefault();
+  const slug = $("#tier-slug").value, tier = $("#tier-tier").value;
+  try {
+    await call("POST", "/tenants/" + encodeURIComponent(slug) + "/change-tier", { tier });
+    await loadTenants();
+    say(slug + " is now on the " + tier + " tier.");
+  } catch (e) {
+    say("Could not change the tier of " + slug + ": " + e.message, true);
+  }
+}
+
 function showLogin() {
   $("#dashboard").hidden = true;
   $("#login").hidden = false;
@@ -227,6 +256,7 @@ function start() {
   $("#login").hidden = true;
   $("#dashboard").hidden = false;
   loadTenants();
+  loadPlans();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -245,6 +275,7 @@ document.addEventListener("DOMContentLoaded", () => {
     start();
   });
   $("#create-form").addEventListener("submit", create);
+  $("#tier-form").addEventListener("submit", changeTier);
   $("#refresh").addEventListener("click", loadTenants);
   $("#verify").addEventListener("click", verify);
   $("#events-verify").addEventListener("click", verifyEvents);
