@@ -28,6 +28,15 @@ const (
 	// CodeRateLimited: the tenant is over one of its plan's limits (requests
 	// per second, concurrent transactions); retry later. HTTP answers 429.
 	CodeRateLimited Code = "rate_limited"
+	// CodeUnauthorized: the request carries no valid credentials (no token,
+	// an expired or forged one, an unknown API key).
+	CodeUnauthorized Code = "unauthorized"
+	// CodeForbidden: the credentials are valid but do not allow this (no
+	// membership in the tenant, a role too low).
+	CodeForbidden Code = "forbidden"
+	// CodeNotImplemented: the operation exists in the API but this
+	// installation does not perform it (yet).
+	CodeNotImplemented Code = "not_implemented"
 	// CodeInternal: anything else; details are logged, not shown.
 	CodeInternal Code = "internal"
 )
@@ -36,6 +45,10 @@ const (
 type Error struct {
 	Code    Code
 	Message string
+	// Field names the input field that is wrong, for CodeInvalid and
+	// CodeConflict errors about one field (for example "email"); empty
+	// otherwise. The HTTP layer shows it to the caller.
+	Field string
 	// Err is the underlying error, if any; it is not shown to callers.
 	Err error
 }
@@ -54,7 +67,7 @@ func (e *Error) Unwrap() error { return e.Err }
 // Is makes errors.Is(err, ErrNoTenant) and friends match on the code.
 func (e *Error) Is(target error) bool {
 	t, ok := target.(*Error)
-	return ok && t.Message == "" && t.Err == nil && t.Code == e.Code
+	return ok && t.Message == "" && t.Field == "" && t.Err == nil && t.Code == e.Code
 }
 
 // Errorf returns an *Error with the code and a formatted message. A %w verb
@@ -64,16 +77,34 @@ func Errorf(code Code, format string, args ...any) error {
 	return &Error{Code: code, Message: err.Error(), Err: errors.Unwrap(err)}
 }
 
+// FieldErrorf returns an *Error with the code, naming the input field that
+// is wrong, and a formatted message. A %w verb wraps its argument as Err.
+func FieldErrorf(code Code, field, format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	return &Error{Code: code, Field: field, Message: err.Error(), Err: errors.Unwrap(err)}
+}
+
+// ErrorField returns the input field that err names, or "".
+func ErrorField(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Field
+	}
+	return ""
+}
+
 // Sentinels to match with errors.Is; they compare by code only.
 var (
-	ErrInvalid     = &Error{Code: CodeInvalid}
-	ErrNoTenant    = &Error{Code: CodeNoTenant}
-	ErrNotFound    = &Error{Code: CodeNotFound}
-	ErrConflict    = &Error{Code: CodeConflict}
-	ErrSuspended   = &Error{Code: CodeSuspended}
-	ErrGone        = &Error{Code: CodeGone}
-	ErrUnavailable = &Error{Code: CodeUnavailable}
-	ErrRateLimited = &Error{Code: CodeRateLimited}
+	ErrInvalid      = &Error{Code: CodeInvalid}
+	ErrNoTenant     = &Error{Code: CodeNoTenant}
+	ErrNotFound     = &Error{Code: CodeNotFound}
+	ErrConflict     = &Error{Code: CodeConflict}
+	ErrSuspended    = &Error{Code: CodeSuspended}
+	ErrGone         = &Error{Code: CodeGone}
+	ErrUnavailable  = &Error{Code: CodeUnavailable}
+	ErrUnauthorized = &Error{Code: CodeUnauthorized}
+	ErrForbidden    = &Error{Code: CodeForbidden}
+	ErrRateLimited  = &Error{Code: CodeRateLimited}
 )
 
 // ErrorCode returns the code of err, or CodeInternal when err carries none.

@@ -9,6 +9,11 @@ import (
 	"unicode/utf8"
 )
 
+// RequestID returns the incoming request id if it is acceptable (1 to 128
+// characters of [A-Za-z0-9._:-]), and a fresh random one otherwise: what
+// Middleware does, for handlers outside it (routes without a tenant).
+func RequestID(incoming string) string { return requestID(incoming) }
+
 // requestID returns the incoming id if it is acceptable (1 to 128 characters
 // of [A-Za-z0-9._:-]), and a fresh random one otherwise.
 func requestID(incoming string) string {

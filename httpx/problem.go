@@ -34,6 +34,9 @@ type Problem struct {
 	Instance string `json:"instance,omitempty"`
 	// Code is the tenancy error code, the member clients should switch on.
 	Code tenancy.Code `json:"code"`
+	// Field names the input field that is wrong, when the error is about
+	// one (see tenancy.FieldErrorf), for example "email".
+	Field string `json:"field,omitempty"`
 	// RequestID is the id of the request (see Config.RequestIDHeader), to
 	// quote when reporting the problem.
 	RequestID string `json:"request_id,omitempty"`
@@ -42,21 +45,25 @@ type Problem struct {
 // statuses is the one table that maps error codes to HTTP statuses. A code
 // missing here is answered as CodeInternal.
 var statuses = map[tenancy.Code]int{
-	tenancy.CodeInvalid:     http.StatusBadRequest,
-	tenancy.CodeNoTenant:    http.StatusBadRequest,
-	tenancy.CodeNotFound:    http.StatusNotFound,
-	tenancy.CodeConflict:    http.StatusConflict,
-	tenancy.CodeSuspended:   http.StatusForbidden,
-	tenancy.CodeGone:        http.StatusGone,
-	tenancy.CodeUnavailable: http.StatusServiceUnavailable,
-	tenancy.CodeRateLimited: http.StatusTooManyRequests,
-	tenancy.CodeInternal:    http.StatusInternalServerError,
+	tenancy.CodeInvalid:        http.StatusBadRequest,
+	tenancy.CodeNoTenant:       http.StatusBadRequest,
+	tenancy.CodeNotFound:       http.StatusNotFound,
+	tenancy.CodeConflict:       http.StatusConflict,
+	tenancy.CodeSuspended:      http.StatusForbidden,
+	tenancy.CodeGone:           http.StatusGone,
+	tenancy.CodeUnavailable:    http.StatusServiceUnavailable,
+	tenancy.CodeUnauthorized:   http.StatusUnauthorized,
+	tenancy.CodeForbidden:      http.StatusForbidden,
+	tenancy.CodeNotImplemented: http.StatusNotImplemented,
+	tenancy.CodeRateLimited:    http.StatusTooManyRequests,
+	tenancy.CodeInternal:       http.StatusInternalServerError,
 }
 
 // StatusCode returns the HTTP status that answers errors with the code:
 // 400 for CodeInvalid and CodeNoTenant, 404 CodeNotFound, 409 CodeConflict,
 // 403 CodeSuspended, 410 CodeGone, 503 CodeUnavailable, 429 CodeRateLimited
-// (with Retry-After: 1 unless the header is already set), and 500 for
+// (with Retry-After: 1 unless the header is already set), 401
+// CodeUnauthorized, 403 CodeForbidden, 501 CodeNotImplemented, and 500 for
 // CodeInternal and any code it does not know.
 func StatusCode(code tenancy.Code) int {
 	if s, ok := statuses[code]; ok {
@@ -94,6 +101,7 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 		if _, known := statuses[te.Code]; known {
 			p.Code = te.Code
 			p.Detail = te.Error()
+			p.Field = te.Field
 		}
 	}
 	p.Status = StatusCode(p.Code)
@@ -103,6 +111,12 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 		p.Instance = instance(r)
 	}
 
+	if p.Status == http.StatusUnauthorized {
+		h := w.Header()
+		if h.Get("WWW-Authenticate") == "" {
+			h.Set("WWW-Authenticate", "Bearer")
+		}
+	}
 	if p.Code == tenancy.CodeInternal {
 		attrs := []slog.Attr{slog.String("request_id", p.RequestID), slog.Any("error", err)}
 		if t, ok := tenancy.TenantFromContext(ctx); ok {

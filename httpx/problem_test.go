@@ -28,6 +28,9 @@ func TestStatusCode(t *testing.T) {
 		{tenancy.CodeSuspended, 403},
 		{tenancy.CodeGone, 410},
 		{tenancy.CodeUnavailable, 503},
+		{tenancy.CodeUnauthorized, 401},
+		{tenancy.CodeForbidden, 403},
+		{tenancy.CodeNotImplemented, 501},
 		{tenancy.CodeInternal, 500},
 		{tenancy.CodeRateLimited, 429},
 		{tenancy.Code("too_busy"), 500}, // not in the table
@@ -38,7 +41,7 @@ func TestStatusCode(t *testing.T) {
 			t.Errorf("StatusCode(%q) = %d, want %d", tt.code, got, tt.want)
 		}
 	}
-	if len(statuses) != 9 {
+	if len(statuses) != 12 {
 		t.Errorf("the table has %d codes; update this test with the new ones", len(statuses))
 	}
 }
@@ -62,6 +65,8 @@ func TestWriteError(t *testing.T) {
 		{"Suspended", tenancy.Errorf(tenancy.CodeSuspended, "suspended"), 403, tenancy.CodeSuspended, "suspended", false},
 		{"Gone", tenancy.Errorf(tenancy.CodeGone, "deleted"), 410, tenancy.CodeGone, "deleted", false},
 		{"Unavailable", tenancy.Errorf(tenancy.CodeUnavailable, "busy"), 503, tenancy.CodeUnavailable, "busy", false},
+		{"Unauthorized", tenancy.Errorf(tenancy.CodeUnauthorized, "log in"), 401, tenancy.CodeUnauthorized, "log in", false},
+		{"Forbidden", tenancy.Errorf(tenancy.CodeForbidden, "not a member"), 403, tenancy.CodeForbidden, "not a member", false},
 		// The detail is the message of the tenancy error, not of what wraps it.
 		{"Wrapped", fmt.Errorf("catalog at 10.0.0.5: %w", tenancy.Errorf(tenancy.CodeNotFound, "no tenant")), 404, tenancy.CodeNotFound, "no tenant", false},
 		{"WrappingSecret", tenancy.Errorf(tenancy.CodeConflict, "slug taken: %w", secret), 409, tenancy.CodeConflict, "slug taken: " + secret.Error(), false},
@@ -137,5 +142,26 @@ func TestWriteErrorLogsTenant(t *testing.T) {
 	WriteError(httptest.NewRecorder(), r.WithContext(ctx), errors.New("boom"))
 	if !strings.Contains(logs.String(), "tenant=acme") {
 		t.Errorf("log lacks the tenant: %s", &logs)
+	}
+}
+
+func TestWriteErrorField(t *testing.T) {
+	t.Parallel()
+
+	r := httptest.NewRequest(http.MethodPost, "/contacts", nil)
+	r = r.WithContext(tenancy.WithRequestID(r.Context(), "req-2"))
+	w := httptest.NewRecorder()
+	WriteError(w, r, fmt.Errorf("create contact: %w", tenancy.FieldErrorf(tenancy.CodeInvalid, "email", "email must contain @")))
+	p := decodeProblem(t, w, 400, tenancy.CodeInvalid)
+	if p.Field != "email" || p.Detail != "email must contain @" {
+		t.Errorf("problem = %+v", p)
+	}
+
+	// 401 says how to authenticate.
+	w = httptest.NewRecorder()
+	WriteError(w, r, tenancy.ErrUnauthorized)
+	decodeProblem(t, w, 401, tenancy.CodeUnauthorized)
+	if got := w.Header().Get("WWW-Authenticate"); got != "Bearer" {
+		t.Errorf("WWW-Authenticate = %q", got)
 	}
 }

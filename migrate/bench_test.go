@@ -46,8 +46,8 @@ func BenchmarkFleet(b *testing.B) {
 	migration := func(v int) string {
 		return fmt.Sprintf("ALTER TABLE contacts ADD COLUMN extra%d text;\nCREATE INDEX contacts_extra%d_idx ON contacts (tenant_id, extra%d);\n", v, v, v)
 	}
-	seqModel := modelWith(b, map[string]string{"003_extra.sql": migration(3)})
-	parModel := modelWith(b, map[string]string{"003_extra.sql": migration(3), "004_extra.sql": migration(4)})
+	seqModel := modelWith(b, map[string]string{"1_extra.sql": migration(3)})
+	parModel := modelWith(b, map[string]string{"1_extra.sql": migration(3), "2_extra.sql": migration(4)})
 	up := func(cfg migrate.Config) (*migrate.Report, time.Duration) {
 		cfg.Catalog, cfg.AppRole, cfg.SharedSchema = bundle.Platform.Catalog, bundle.AppRole, provision.SharedSchema
 		m, err := migrate.New(cfg)

@@ -3,7 +3,9 @@ package migrate_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +37,21 @@ CREATE TABLE labels (
 );
 `
 
-// modelWith is the example CRM's data model plus extra migrations.
+// crmLatest is the version of the example CRM's newest migration: the
+// tests' extra migrations come after it.
+var crmLatest = func() int {
+	m, err := datamodel.Load(crm.Migrations())
+	if err != nil {
+		panic(err)
+	}
+	return m.Latest()
+}()
+
+// v is the version of the test migration named n (1, 2, …) after the CRM's.
+func v(n int) int { return crmLatest + n }
+
+// modelWith is the example CRM's data model plus extra migrations, named
+// "1_labels.sql", "2_more.sql", …: numbered after the CRM's own.
 func modelWith(t testing.TB, extra map[string]string) *datamodel.Model {
 	t.Helper()
 	files := fstest.MapFS{}
@@ -51,7 +67,12 @@ func modelWith(t testing.TB, extra map[string]string) *datamodel.Model {
 		t.Fatal(err)
 	}
 	for name, sql := range extra {
-		files[name] = &fstest.MapFile{Data: []byte(sql)}
+		n, rest, _ := strings.Cut(name, "_")
+		i, err := strconv.Atoi(n)
+		if err != nil {
+			t.Fatalf("extra migration %q: want a name like 1_labels.sql", name)
+		}
+		files[fmt.Sprintf("%03d_%s", v(i), rest)] = &fstest.MapFile{Data: []byte(sql)}
 	}
 	m, err := datamodel.Load(files)
 	if err != nil {
@@ -70,7 +91,7 @@ type testBundle struct {
 func setup(t *testing.T) *testBundle {
 	t.Helper()
 	b := tenanttest.Setup(t, &tenanttest.Opts{Servers: 2, PerModel: 2})
-	return &testBundle{Bundle: b, model: modelWith(t, map[string]string{"003_labels.sql": labels})}
+	return &testBundle{Bundle: b, model: modelWith(t, map[string]string{"1_labels.sql": labels})}
 }
 
 func (b *testBundle) migrator(t testing.TB, cfg *migrate.Config) *migrate.Migrator {
@@ -164,8 +185,8 @@ func TestUpMigratesEveryTarget(t *testing.T) {
 		t.Fatalf("status lists %d targets, want 6 (2 shared, 2 schemas, 2 databases): %+v", len(before), before)
 	}
 	for _, st := range before {
-		if st.Summary != "behind" || st.State.Version != 2 || len(st.State.Pending) != 1 || st.State.Pending[0] != 3 {
-			t.Errorf("before: %s is %s %+v, want behind at 2 with 3 pending", st.Target, st.Summary, st.State)
+		if st.Summary != "behind" || st.State.Version != v(0) || len(st.State.Pending) != 1 || st.State.Pending[0] != v(1) {
+			t.Errorf("before: %s is %s %+v, want behind at %d with %d pending", st.Target, st.Summary, st.State, v(0), v(1))
 		}
 	}
 
@@ -177,8 +198,8 @@ func TestUpMigratesEveryTarget(t *testing.T) {
 		t.Fatalf("first run: %+v", outcomes(rep))
 	}
 	for _, res := range rep.Results {
-		if res.From != 2 || res.To != 3 || res.Applied != 1 {
-			t.Errorf("%s: from %d to %d, %d applied; want 2 → 3, 1 applied", res.Target, res.From, res.To, res.Applied)
+		if res.From != v(0) || res.To != v(1) || res.Applied != 1 {
+			t.Errorf("%s: from %d to %d, %d applied; want %d → %d, 1 applied", res.Target, res.From, res.To, res.Applied, v(0), v(1))
 		}
 	}
 	after, err := m.Status(ctx)
@@ -186,7 +207,7 @@ func TestUpMigratesEveryTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, st := range after {
-		if st.Summary != "current" || st.State.Version != 3 {
+		if st.Summary != "current" || st.State.Version != v(1) {
 			t.Errorf("after: %s is %s %+v, want current at 3", st.Target, st.Summary, st.State)
 		}
 	}
@@ -218,8 +239,8 @@ func TestUpMigratesEveryTarget(t *testing.T) {
 		t.Errorf("second run: %+v, want 6 current", outcomes(rep))
 	}
 	for _, tn := range b.Tenants {
-		if v := b.versions(t, tn); v[3] != 1 || len(v) != 3 {
-			t.Errorf("%s tenant: version table %v, want 1, 2 and 3 once each", tn.Model, v)
+		if vs := b.versions(t, tn); vs[v(1)] != 1 || len(vs) != v(1) {
+			t.Errorf("%s tenant: version table %v, want 1 to %d once each", tn.Model, vs, v(1))
 		}
 	}
 }
@@ -250,8 +271,8 @@ func TestFailingTargetRollsBackWhole(t *testing.T) {
 	if b.hasColumn(t, bad) {
 		t.Error("the failed target kept the column its migration added before failing")
 	}
-	if v := b.versions(t, bad); v[3] != 0 {
-		t.Errorf("the failed target recorded version 3: %v", v)
+	if vs := b.versions(t, bad); vs[v(1)] != 0 {
+		t.Errorf("the failed target recorded version %d: %v", v(1), vs)
 	}
 
 	b.exec(t, bad, `DROP TABLE `+dataplane.Ident(bad.Placement.Schema, "labels"))
@@ -263,8 +284,8 @@ func TestFailingTargetRollsBackWhole(t *testing.T) {
 		t.Errorf("re-run: %+v, want the fixed target migrated and 5 current", outcomes(rep))
 	}
 	for _, tn := range b.Tenants {
-		if v := b.versions(t, tn); v[3] != 1 || !b.hasColumn(t, tn) {
-			t.Errorf("%s: version table %v, column %v after the re-run", tn.Slug, v, b.hasColumn(t, tn))
+		if vs := b.versions(t, tn); vs[v(1)] != 1 || !b.hasColumn(t, tn) {
+			t.Errorf("%s: version table %v, column %v after the re-run", tn.Slug, vs, b.hasColumn(t, tn))
 		}
 	}
 }
@@ -365,10 +386,10 @@ func TestDrift(t *testing.T) {
 		t.Fatal(err)
 	}
 	changed, ahead := b.tenant(tenancy.ModelSchema), b.tenant(tenancy.ModelDatabase)
-	b.exec(t, changed, `UPDATE `+dataplane.Ident(changed.Placement.Schema, datamodel.VersionTable)+` SET checksum = 'edited' WHERE version = 2`)
+	b.exec(t, changed, `UPDATE `+dataplane.Ident(changed.Placement.Schema, datamodel.VersionTable)+` SET checksum = 'edited' WHERE version = 1`)
 	b.exec(t, ahead, `INSERT INTO `+dataplane.Ident(ahead.Placement.Schema, datamodel.VersionTable)+` (version, name, checksum) VALUES (99, 'future', 'x')`)
 	// A model with a fourth migration, so that both are behind as well.
-	m := b.migrator(t, &migrate.Config{Model: modelWith(t, map[string]string{"003_labels.sql": labels, "004_more.sql": `ALTER TABLE labels ADD COLUMN colour text;`})})
+	m := b.migrator(t, &migrate.Config{Model: modelWith(t, map[string]string{"1_labels.sql": labels, "2_more.sql": `ALTER TABLE labels ADD COLUMN colour text;`})})
 
 	st, err := m.Status(ctx)
 	if err != nil {
@@ -437,7 +458,7 @@ func TestTenantCreatedDuringRun(t *testing.T) {
 	if rep.Migrated != 7 {
 		t.Errorf("migrated %d targets (%+v), want the 6 and the late tenant", rep.Migrated, outcomes(rep))
 	}
-	if v := b.versions(t, late); v[3] != 1 {
-		t.Errorf("the tenant created during the run has versions %v, want 3", v)
+	if vs := b.versions(t, late); vs[v(1)] != 1 {
+		t.Errorf("the tenant created during the run has versions %v, want %d", vs, v(1))
 	}
 }

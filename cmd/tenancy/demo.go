@@ -2,13 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/accounts"
+	"github.com/tenancyhq/tenancy/platform"
 	"github.com/tenancyhq/tenancy/provision"
 )
 
@@ -23,11 +27,22 @@ var demoTenants = []struct {
 	{"initech", "Initech", "enterprise", tenancy.ModelDatabase},
 }
 
+// The demo user, an owner of every sample tenant.
+const (
+	demoEmail    = "demo@example.com"
+	demoPassword = "demo-password"
+)
+
 func (m *Main) runDemo(ctx context.Context, args []string) error {
 	var c common
-	if _, err := parse(m.flags("demo", &c), args); err != nil {
+	var sf serveFlags
+	fs := m.flags("demo", &c)
+	m.serveFlags(fs, &sf, "127.0.0.1:8080")
+	if _, err := parse(fs, args); err != nil {
 		return err
 	}
+	sf.fallbackPort = !flagSet(fs, "addr")
+	c.limits = true
 	p, dataURL, err := m.open(ctx, &c)
 	if err != nil {
 		return err
@@ -44,18 +59,39 @@ func (m *Main) runDemo(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	acc, err := accounts.New(ctx, accounts.Config{Catalog: p.Catalog})
+	if err != nil {
+		return err
+	}
+	user, err := acc.UserByEmail(ctx, demoEmail)
+	if errors.Is(err, tenancy.ErrNotFound) {
+		user, err = acc.CreateUser(ctx, &accounts.NewUser{Email: demoEmail, Name: "Demo", Password: demoPassword})
+	}
+	if err != nil {
+		return fmt.Errorf("demo user: %w", err)
+	}
 	for _, d := range demoTenants {
 		t, err := p.Catalog.TenantBySlug(ctx, d.slug)
 		if errors.Is(err, tenancy.ErrNotFound) {
 			t, err = p.CreateTenant(ctx, &provision.CreateOpts{Slug: d.slug, Name: d.name, Tier: d.tier, Model: d.model})
 			if err == nil {
-				err = seedDemo(ctx, p.Router.Tx, t)
+				err = seedDemo(ctx, p, t)
 			}
+		}
+		if err == nil {
+			err = acc.SetMembership(ctx, t.ID, user.ID, accounts.RoleOwner)
 		}
 		if err != nil {
 			return fmt.Errorf("demo tenant %s: %w", d.slug, err)
 		}
 	}
+	if err := m.printDemoTenants(ctx, p); err != nil {
+		return err
+	}
+	return m.serve(ctx, p, acc, &sf, true)
+}
+
+func (m *Main) printDemoTenants(ctx context.Context, p *platform.Platform) error {
 	ts, err := p.Catalog.Tenants(ctx, nil)
 	if err != nil {
 		return err
@@ -77,20 +113,32 @@ func (m *Main) runDemo(ctx context.Context, args []string) error {
 	return w.Flush()
 }
 
-// seedDemo gives a new demo tenant a company and a few contacts.
-func seedDemo(ctx context.Context, tx func(context.Context, func(pgx.Tx) error) error, t *tenancy.Tenant) error {
-	return tx(tenancy.WithTenant(ctx, t), func(tx pgx.Tx) error {
-		var company int64
+// seedDemo gives a new demo tenant a company, a few contacts, a deal and a
+// note, written as the system actor so that the audit log says who.
+func seedDemo(ctx context.Context, p *platform.Platform, t *tenancy.Tenant) error {
+	ctx = tenancy.WithActor(tenancy.WithTenant(ctx, t), tenancy.Actor{Kind: "system", ID: "demo-seed"})
+	return p.Router.Tx(ctx, func(tx pgx.Tx) error {
+		var company, contact, deal int64
 		if err := tx.QueryRow(ctx, `INSERT INTO companies (tenant_id, name, domain) VALUES ($1, $2, $3) RETURNING id`,
 			t.ID, t.Name, t.Slug+".example").Scan(&company); err != nil {
 			return err
 		}
 		for _, who := range []string{"Ada", "Grace", "Linus"} {
-			if _, err := tx.Exec(ctx, `INSERT INTO contacts (tenant_id, company_id, name, email) VALUES ($1, $2, $3, $4)`,
-				t.ID, company, who, fmt.Sprintf("%s@%s.example", who, t.Slug)); err != nil {
+			if err := tx.QueryRow(ctx, `INSERT INTO contacts (tenant_id, company_id, name, email) VALUES ($1, $2, $3, $4) RETURNING id`,
+				t.ID, company, who, fmt.Sprintf("%s@%s.example", strings.ToLower(who), t.Slug)).Scan(&contact); err != nil {
 				return err
 			}
 		}
-		return nil
+		if err := tx.QueryRow(ctx, `INSERT INTO deals (tenant_id, contact_id, title, amount, stage) VALUES ($1, $2, $3, 4200, 'qualified') RETURNING id`,
+			t.ID, contact, "Annual plan for "+t.Name).Scan(&deal); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO notes (tenant_id, deal_id, contact_id, body) VALUES ($1, $2, $3, $4)`,
+			t.ID, deal, contact, "Wants the "+string(t.Tier)+" tier; call back next week.")
+		return err
 	})
 }
+
+// demoSuffix makes the email of the printed "create a contact" line unique
+// to this run, so that the line works again on the next run.
+func demoSuffix() string { return strings.ToLower(rand.Text()[:6]) }

@@ -27,6 +27,7 @@ type common struct {
 	migrations  string
 	json        bool
 	retention   time.Duration // how long deleted tenants are kept; 0: the default
+	limits      bool          // enforce tenants' plans (the serving commands)
 }
 
 func (m *Main) flags(name string, c *common) *flag.FlagSet {
@@ -139,7 +140,13 @@ func (m *Main) open(ctx context.Context, c *common) (p *platform.Platform, dataU
 		}
 		model = os.DirFS(c.migrations)
 	}
-	p, err = platform.Open(ctx, platform.Config{CatalogURL: catalogURL, DataModel: model, Retention: c.retention})
+	cfg := platform.Config{CatalogURL: catalogURL, DataModel: model, Retention: c.retention}
+	if c.limits {
+		// Each tenant's plan: requests per second per node, concurrent
+		// transactions, statement timeout.
+		cfg.Limits = &platform.LimitsConfig{}
+	}
+	p, err = platform.Open(ctx, cfg)
 	if err != nil {
 		return nil, "", err
 	}

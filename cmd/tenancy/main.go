@@ -1,6 +1,7 @@
 // Command tenancy runs and administers a tenancy installation.
 //
-//	tenancy demo                      start an embedded PostgreSQL, create one tenant per model, show them
+//	tenancy demo                      start an embedded PostgreSQL, sample tenants and data, and serve them
+//	tenancy serve                     serve the application, the control API and the dashboard
 //	tenancy servers add|list          the servers of the data plane
 //	tenancy tenants …                 the tenants: create, list, show, suspend, resume, delete, restore, purge
 //	tenancy migrate up|status         the tenant data model on every target of the fleet
@@ -59,8 +60,12 @@ var errUsage = errors.New("usage")
 const usage = `tenancy — multi-tenant SaaS on PostgreSQL
 
 Usage:
-  tenancy demo                         start the embedded PostgreSQL (unless TENANCY_DATABASE_URL is set),
-                                       create one tenant per isolation model with sample data, print them
+  tenancy demo [--addr A]              start the embedded PostgreSQL (unless TENANCY_DATABASE_URL is set),
+                                       create one tenant per isolation model with sample data and a demo
+                                       user, serve the example CRM, the control API and the dashboard on
+                                       loopback, and print how to try them; Ctrl-C stops
+  tenancy serve [--addr A] --operator-token T
+                                       the same server, without sample data (token: $TENANCY_OPERATOR_TOKEN)
   tenancy servers add NAME --dsn URL [--region R] [--capacity N]
   tenancy servers list [--json]
   tenancy tenants create SLUG --model shared|schema|database [--name N] [--tier T] [--server S] [--region R] [--json]
@@ -123,6 +128,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "demo":
 		return m.runDemo(ctx, args[1:])
+	case "serve":
+		return m.runServe(ctx, args[1:])
 	case "servers":
 		return m.runServers(ctx, args[1:])
 	case "tenants":

@@ -4,10 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
@@ -35,7 +41,8 @@ func run(t *testing.T, env map[string]string, args ...string) result {
 }
 
 // TestDemoEmbedded runs the main job as a newcomer does: no database URL, so
-// an embedded PostgreSQL in a data directory, reused by a second run.
+// an embedded PostgreSQL in a data directory, reused by a second run. Each run
+// serves, and the curl lines it prints are run exactly as printed.
 func TestDemoEmbedded(t *testing.T) {
 	t.Parallel()
 	// The cluster may run as the postgres user, which cannot enter t.TempDir().
@@ -49,18 +56,145 @@ func TestDemoEmbedded(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	env := map[string]string{"TENANCY_DATA_DIR": filepath.Join(dir, "pg")}
 	for i := range 2 {
-		r := run(t, env, "demo")
-		if r.code != 0 {
-			t.Fatalf("run %d: exit %d: %s", i, r.code, r.err)
-		}
-		for _, want := range []string{"acme", "shared", "globex", "schema", "initech", "database"} {
-			if !strings.Contains(r.out, want) {
-				t.Errorf("run %d: output lacks %q:\n%s", i, want, r.out)
+		runServing(t, env, func(out string) {
+			for _, want := range []string{"acme", "shared", "globex", "schema", "initech", "database", "/admin/#token="} {
+				if !strings.Contains(out, want) {
+					t.Errorf("run %d: output lacks %q:\n%s", i, want, out)
+				}
 			}
+			// The first run's curl lines add a contact to globex, and one
+			// to acme by a background import.
+			if want := 3 - 2*i; strings.Count(out, "  3  ") != want {
+				t.Errorf("run %d: want 3 contacts for %d of the 3 tenants:\n%s", i, want, out)
+			}
+			if i == 1 && strings.Count(out, "  4  ") != 2 {
+				t.Errorf("run %d: want 4 contacts in acme and globex after the first run's lines:\n%s", i, out)
+			}
+			runPrintedCurls(t, out)
+			if i == 0 {
+				waitForImport(t, out)
+			}
+		}, "demo", "--addr", "127.0.0.1:0")
+	}
+}
+
+// waitForImport waits until the background import of the printed lines has
+// added its contact to acme, so that the next run counts it.
+func waitForImport(t *testing.T, out string) {
+	t.Helper()
+	_, rest, _ := strings.Cut(out, "serving on ")
+	base, _, _ := strings.Cut(rest, " ")
+	resp, err := http.Post(base+"/login", "application/json", strings.NewReader(`{"email":"`+demoEmail+`","password":"`+demoPassword+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct{ Token string }
+	err = json.NewDecoder(resp.Body).Decode(&s)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		req, _ := http.NewRequest("GET", base+"/t/acme/contacts?q=Ann+Lee", nil)
+		req.Header.Set("Authorization", "Bearer "+s.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if strings.Count(r.out, "  3  ") != 3 {
-			t.Errorf("run %d: want 3 contacts for each of the 3 tenants:\n%s", i, r.out)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(b), "Ann Lee") {
+			return
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the background import has not added its contact after 20s: %s", b)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// runServing runs a serving command until it prints "Press Ctrl-C" (or its
+// URL line, for serve), calls check with its output, then stops it as Ctrl-C
+// does and checks that it stops cleanly.
+func runServing(t *testing.T, env map[string]string, check func(out string), args ...string) {
+	t.Helper()
+	var stdout, stderr syncBuffer
+	m := &Main{Stdout: &stdout, Stderr: &stderr, Getenv: func(k string) string { return env[k] }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx, args) }()
+	defer m.Close()
+	deadline := time.After(2 * time.Minute)
+	for !strings.Contains(stdout.String(), "Press Ctrl-C") && !strings.Contains(stdout.String(), "is serving on") {
+		select {
+		case err := <-done:
+			cancel()
+			t.Fatalf("%v ended before serving: %v\n%s%s", args, err, &stdout, &stderr)
+		case <-deadline:
+			cancel()
+			t.Fatalf("%v is not serving after 2 minutes:\n%s%s", args, &stdout, &stderr)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if strings.Contains(stdout.String(), "Press Ctrl-C") || args[0] != "demo" {
+		check(stdout.String())
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("%v after Ctrl-C: %v\n%s", args, err, &stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%v did not stop within 30s of Ctrl-C", args)
+	}
+}
+
+// runPrintedCurls runs the lines after "Try:" with bash, as a user would
+// paste them, and fails on the first that fails.
+func runPrintedCurls(t *testing.T, out string) {
+	t.Helper()
+	_, try, ok := strings.Cut(out, "Try:\n")
+	if !ok {
+		t.Fatalf("no curl lines in:\n%s", out)
+	}
+	try, _, _ = strings.Cut(try, "\n\n")
+	var script []string
+	for _, l := range strings.Split(try, "\n") {
+		script = append(script, strings.TrimSpace(l))
+	}
+	if len(script) < 4 {
+		t.Fatalf("want a few curl lines, got %q", script)
+	}
+	// Each line's output ends with a marker, so that a failure names its line.
+	var marked []string
+	for i, l := range script {
+		marked = append(marked, l, fmt.Sprintf("echo; echo 'line %d ok'", i+1))
+	}
+	b, err := exec.Command("bash", "-euo", "pipefail", "-c", strings.Join(marked, "\n")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("the printed lines fail: %v\n%s\n--- output:\n%s", err, try, b)
+	}
+	if !strings.Contains(string(b), fmt.Sprintf("line %d ok", len(script))) || !strings.Contains(string(b), `"slug":"acme"`) ||
+		!strings.Contains(string(b), "marie.") {
+		t.Errorf("the printed lines did not all do their job:\n%s", b)
 	}
 }
 
@@ -108,4 +242,55 @@ func TestTenantsCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.out), &all); err != nil || len(all) != 1 || all[0].Slug != slug {
 		t.Fatalf("after bad input the catalog holds %s (%v)", r.out, err)
 	}
+}
+
+// TestServe runs "tenancy serve" on a catalog given by URL: it refuses to
+// start without an operator token, and serves the dashboard, the control API
+// (behind the token), health and metrics.
+func TestServe(t *testing.T) {
+	t.Parallel()
+	s := pgtest.DefaultServer(t)
+	env := map[string]string{"TENANCY_DATABASE_URL": s.URL(s.NewDatabase(t, ""))}
+	if r := run(t, env, "servers", "add", "pg1", "--dsn", s.URL(s.NewDatabase(t, ""))); r.code != 0 {
+		t.Fatalf("servers add: %d %s", r.code, r.err)
+	}
+	if r := run(t, env, "serve", "--addr", "127.0.0.1:0"); r.code != 2 || !strings.Contains(r.err, "operator token") {
+		t.Fatalf("serve without a token: exit %d %s", r.code, r.err)
+	}
+	env["TENANCY_OPERATOR_TOKEN"] = "serve-test-operator-token"
+	runServing(t, env, func(out string) {
+		_, rest, _ := strings.Cut(out, "serving on ")
+		base, _, _ := strings.Cut(rest, " ")
+		get := func(path, tok string) (int, string) {
+			req, _ := http.NewRequest("GET", base+path, nil)
+			if tok != "" {
+				req.Header.Set("Authorization", "Bearer "+tok)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b)
+		}
+		for _, c := range []struct {
+			path, tok string
+			status    int
+			want      string
+		}{
+			{"/healthz", "", 200, "ok"},
+			{"/readyz", "", 200, "ready"},
+			{"/admin/", "", 200, "<title>tenancy"},
+			{"/control/openapi.json", "", 200, `"openapi"`},
+			{"/control/v1/tenants", "", 401, "operator token"},
+			{"/control/v1/tenants", env["TENANCY_OPERATOR_TOKEN"], 200, `"items":[]`},
+			{"/t/nobody-here/contacts", "", 404, "not_found"},
+			{"/metrics", "", 200, "tenancy_http_requests_total{area=\"control\",code=\"4xx\"} 1"},
+		} {
+			if code, body := get(c.path, c.tok); code != c.status || !strings.Contains(body, c.want) {
+				t.Errorf("GET %s: %d %s, want %d with %q", c.path, code, body, c.status, c.want)
+			}
+		}
+	}, "serve", "--addr", "127.0.0.1:0")
 }

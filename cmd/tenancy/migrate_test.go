@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,7 +42,8 @@ func TestMigrateCommands(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "003_note.sql"), []byte(`ALTER TABLE contacts ADD COLUMN note text;`), 0o644); err != nil {
+	next := len(entries) + 1 // the new migration's version
+	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%03d_note.sql", next)), []byte(`ALTER TABLE contacts ADD COLUMN note text;`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
@@ -63,8 +65,8 @@ func TestMigrateCommands(t *testing.T) {
 		}
 		return st.Latest, summaries
 	}
-	if latest, s := status(); latest != 3 || strings.Join(s, " ") != "behind behind behind" {
-		t.Fatalf("status before: latest %d, %v; want 3 and the shared tables, the schema and the database behind", latest, s)
+	if latest, s := status(); latest != next || strings.Join(s, " ") != "behind behind behind" {
+		t.Fatalf("status before: latest %d, %v; want %d and the shared tables, the schema and the database behind", latest, s, next)
 	}
 	for _, bad := range [][]string{
 		{"migrate", "up", "--migrations", dir, "--parallel", "-1"},
@@ -90,7 +92,7 @@ func TestMigrateCommands(t *testing.T) {
 		t.Errorf("status after: %v", s)
 	}
 	r = run(t, env, "migrate", "status", "--migrations", dir)
-	if r.code != 0 || !strings.Contains(r.out, "latest version: 3") || !strings.Contains(r.out, "3 targets, 0 not current") {
+	if r.code != 0 || !strings.Contains(r.out, fmt.Sprintf("latest version: %d", next)) || !strings.Contains(r.out, "3 targets, 0 not current") {
 		t.Errorf("migrate status table: %d\n%s%s", r.code, r.out, r.err)
 	}
 }

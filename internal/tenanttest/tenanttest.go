@@ -117,6 +117,10 @@ func (b *Bundle) CreateTenant(t testing.TB, m tenancy.Model, server string) *ten
 	return tn
 }
 
+// Track has the bundle drop, when the test ends, what a tenant created
+// outside CreateTenant (through an API under test) leaves in the cluster.
+func (b *Bundle) Track(tn *tenancy.Tenant) { b.created = append(b.created, tn) }
+
 // Ctx returns a background context carrying tn.
 func Ctx(tn *tenancy.Tenant) context.Context {
 	return tenancy.WithTenant(context.Background(), tn)

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/accounts"
+	"github.com/tenancyhq/tenancy/examples/crm"
+	"github.com/tenancyhq/tenancy/jobs"
+	"github.com/tenancyhq/tenancy/platform"
+	"github.com/tenancyhq/tenancy/serve"
+)
+
+// serveFlags are the flags of demo and serve.
+type serveFlags struct {
+	addr          string
+	operatorToken string
+	// fallbackPort: if addr is taken, listen on a free port of its host.
+	fallbackPort bool
+}
+
+func (m *Main) serveFlags(fs *flag.FlagSet, sf *serveFlags, addr string) {
+	fs.StringVar(&sf.addr, "addr", addr, "the address to listen on")
+	fs.StringVar(&sf.operatorToken, "operator-token", m.Getenv("TENANCY_OPERATOR_TOKEN"),
+		"the token of the control API and the dashboard (default: $TENANCY_OPERATOR_TOKEN)")
+}
+
+// flagSet reports whether the flag was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// runServe runs "tenancy serve": the server, without sample data.
+func (m *Main) runServe(ctx context.Context, args []string) error {
+	var c common
+	var sf serveFlags
+	fs := m.flags("serve", &c)
+	m.serveFlags(fs, &sf, "127.0.0.1:8080")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return m.usageError("serve [--addr HOST:PORT] [--operator-token T]")
+	}
+	if len(sf.operatorToken) < 16 {
+		return tenancy.Errorf(tenancy.CodeInvalid, "serve needs an operator token of at least 16 characters: --operator-token or TENANCY_OPERATOR_TOKEN")
+	}
+	c.limits = true
+	p, _, err := m.open(ctx, &c)
+	if err != nil {
+		return err
+	}
+	return m.serve(ctx, p, nil, &sf, false)
+}
+
+// serve runs the server until ctx is done. With demo, it prints how to try it.
+func (m *Main) serve(ctx context.Context, p *platform.Platform, acc *accounts.Accounts, sf *serveFlags, demo bool) error {
+	logger := slog.New(slog.NewTextHandler(m.Stderr, nil))
+	if sf.operatorToken == "" {
+		sf.operatorToken = "op_" + rand.Text() // demo only: serve refuses to start without one
+	}
+	// Background jobs (the CRM's CSV imports) run in this process, on River
+	// in the catalog database.
+	workers := river.NewWorkers()
+	crm.AddWorkers(workers, p)
+	jc, err := jobs.Open(ctx, p, &jobs.Config{Workers: workers, Logger: logger.With("component", "jobs")})
+	if err != nil {
+		return err
+	}
+	if err := jc.Start(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := jc.Stop(sctx); err != nil {
+			logger.Warn("stop background jobs", "error", err)
+		}
+	}()
+	app, err := crm.New(ctx, p, &crm.Config{Accounts: acc, Jobs: jc, Logger: logger})
+	if err != nil {
+		return err
+	}
+	srv, err := serve.New(serve.Config{Platform: p, App: app, OperatorToken: sf.operatorToken, Logger: logger})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", sf.addr)
+	if err != nil && sf.fallbackPort {
+		host, _, _ := net.SplitHostPort(sf.addr)
+		ln, err = net.Listen("tcp", net.JoinHostPort(host, "0"))
+	}
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", sf.addr, err)
+	}
+	base := "http://" + ln.Addr().String()
+	if demo {
+		m.printDemoHelp(base, sf.operatorToken)
+	} else {
+		fmt.Fprintf(m.Stdout, "tenancy is serving on %s (app /, control API /control/v1, dashboard /admin/)\n", base)
+	}
+	err = srv.Serve(ctx, ln)
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	fmt.Fprintln(m.Stderr, "stopped")
+	return err
+}
+
+// printDemoHelp prints the URLs and curl lines that work as printed; the
+// tests run them.
+func (m *Main) printDemoHelp(base, opToken string) {
+	curl := "curl -sS --fail-with-body"
+	suffix := demoSuffix()
+	auth := `-H "Authorization: Bearer $TOKEN"`
+	json := `-H 'Content-Type: application/json'`
+	lines := []string{
+		fmt.Sprintf(`TOKEN=$(%s %s -d '{"email":"%s","password":"%s"}' %s/login | sed -E 's/.*"token":"([^"]+)".*/\1/')`,
+			curl, json, demoEmail, demoPassword, base),
+		fmt.Sprintf(`%s %s %s/t/acme/contacts`, curl, auth, base),
+		fmt.Sprintf(`%s %s %s -d '{"name":"Marie Curie","email":"marie.%s@globex.example"}' %s/t/globex/contacts`, curl, auth, json, suffix, base),
+		fmt.Sprintf(`%s %s '%s/t/initech/deals?stage=qualified'`, curl, auth, base),
+		fmt.Sprintf(`printf 'name,email\nAnn Lee,ann.%s@acme.example\n' | %s %s --data-binary @- %s/t/acme/contacts/import`, suffix, curl, auth, base),
+		fmt.Sprintf(`%s %s '%s/t/globex/audit?table=contacts'`, curl, auth, base),
+		fmt.Sprintf(`%s -H "Authorization: Bearer %s" %s/control/v1/tenants`, curl, opToken, base),
+	}
+	fmt.Fprintf(m.Stdout, `
+tenancy demo is serving on %[1]s (loopback only)
+  the example CRM        %[1]s/t/{acme,globex,initech}/contacts   (log in as %[2]s / %[3]s)
+  the control API        %[1]s/control/v1/tenants   (OpenAPI: %[1]s/control/openapi.json)
+  the admin dashboard    %[1]s/admin/#token=%[4]s
+  metrics, health        %[1]s/metrics  %[1]s/healthz
+
+Try:
+  %[5]s
+
+Press Ctrl-C to stop.
+`, base, demoEmail, demoPassword, opToken, strings.Join(lines, "\n  "))
+}

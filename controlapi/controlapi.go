@@ -1,0 +1,183 @@
+package controlapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/accounts"
+	"github.com/tenancyhq/tenancy/httpx"
+	"github.com/tenancyhq/tenancy/platform"
+)
+
+//go:embed openapi.json
+var openAPI []byte
+
+// OpenAPI returns the API's OpenAPI 3 document.
+func OpenAPI() []byte { return openAPI }
+
+// Action is one control action, as Config.Record receives it.
+type Action struct {
+	At time.Time `json:"at"`
+	// Actor is the operator: "operator:token" with the one token of today.
+	Actor string `json:"actor"`
+	// Name says what was done, for example "tenant.create" or "tenant.audit.list".
+	Name string `json:"name"`
+	// Tenant is the slug the action is about, if any.
+	Tenant    string `json:"tenant,omitempty"`
+	RequestID string `json:"request_id"`
+	ClientIP  string `json:"client_ip,omitempty"`
+	UserAgent string `json:"user_agent,omitempty"`
+	// Outcome is "ok" or the error code, for example "invalid".
+	Outcome string `json:"outcome"`
+	// Detail is the error message shown to the caller, when there is one.
+	Detail string `json:"detail,omitempty"`
+}
+
+// Operation performs a lifecycle verb on a tenant. body is the request body
+// (for example {"model": "database"} for move), possibly empty. It returns
+// what to answer: the tenant, or an operation resource to poll.
+type Operation func(ctx context.Context, t *tenancy.Tenant, body json.RawMessage) (any, error)
+
+// The lifecycle verbs that Config.Operations may provide.
+const (
+	OpSuspend    = "suspend"
+	OpResume     = "resume"
+	OpDelete     = "delete"
+	OpRestore    = "restore"
+	OpPurge      = "purge"
+	OpMove       = "move"
+	OpChangeTier = "change-tier"
+)
+
+// Config configures the API.
+type Config struct {
+	// Platform is the installation to control. Required.
+	Platform *platform.Platform
+	// Token is the operator token every request must present. Required; at
+	// least 16 bytes.
+	Token string
+	// Record receives every control action once it is done. Nil: log it at
+	// level Info on Logger. The control-plane audit log plugs in here.
+	Record func(ctx context.Context, a Action)
+	// Operations perform the lifecycle verbs (OpSuspend, …), replacing the
+	// platform's own for the verbs they name. The platform performs suspend,
+	// resume, delete, restore, purge and change-tier, each recording its
+	// control-plane event; a verb without an operation (move, today) is
+	// answered 501 Not Implemented. Extension point: the move package wires
+	// OpMove here.
+	Operations map[string]Operation
+	// Requests, when set, reports a tenant's HTTP requests and 429s (see
+	// Usage); serve counts them.
+	Requests func(slug string) (requests, rateLimited int64)
+	// Logger receives internal errors and, without Record, the actions.
+	Logger *slog.Logger
+}
+
+// API is the control API's handler.
+type API struct {
+	cfg       Config
+	tokenHash [32]byte
+	mux       *http.ServeMux
+	logger    *slog.Logger
+}
+
+// New returns the control API.
+func New(cfg Config) (*API, error) {
+	if cfg.Platform == nil {
+		return nil, errors.New("controlapi: Config.Platform is required")
+	}
+	if len(cfg.Token) < 16 {
+		return nil, tenancy.Errorf(tenancy.CodeInvalid, "controlapi: the operator token must be at least 16 bytes")
+	}
+	a := &API{cfg: cfg, tokenHash: sha256.Sum256([]byte(cfg.Token)), mux: http.NewServeMux(), logger: cfg.Logger}
+	ops := defaultOperations(cfg.Platform)
+	for verb, op := range cfg.Operations {
+		ops[verb] = op
+	}
+	a.cfg.Operations = ops
+	if a.logger == nil {
+		a.logger = slog.New(slog.DiscardHandler)
+	}
+	if a.cfg.Record == nil {
+		a.cfg.Record = func(ctx context.Context, act Action) {
+			a.logger.LogAttrs(ctx, slog.LevelInfo, "control action", slog.String("action", act.Name), slog.String("actor", act.Actor),
+				slog.String("tenant", act.Tenant), slog.String("outcome", act.Outcome), slog.String("request_id", act.RequestID))
+		}
+	}
+	a.routes()
+	return a, nil
+}
+
+// ServeHTTP serves the API. The OpenAPI document needs no token.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+// handler is one control action: it returns what to answer, or an error.
+type handler func(w http.ResponseWriter, r *http.Request) (status int, body any, err error)
+
+type actionKey struct{}
+
+// action wraps a handler: request id and client into the context, the
+// operator token checked, the action recorded whatever its outcome.
+func (a *API) action(name string, h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := httpx.RequestID(r.Header.Get("X-Request-Id"))
+		w.Header().Set("X-Request-Id", id)
+		ip, _, _ := net.SplitHostPort(r.RemoteAddr)
+		ctx := httpx.WithLogger(tenancy.WithRequestID(r.Context(), id), a.logger)
+		ctx = tenancy.WithClient(ctx, tenancy.Client{IP: ip, UserAgent: r.UserAgent()})
+		act := &Action{At: time.Now(), Name: name, Tenant: r.PathValue("slug"), RequestID: id, ClientIP: ip, UserAgent: r.UserAgent()}
+		ctx = context.WithValue(ctx, actionKey{}, act)
+		r = r.WithContext(ctx)
+
+		status, body, err := 0, any(nil), a.authenticate(r)
+		if err == nil {
+			act.Actor = "operator:token"
+			r = r.WithContext(tenancy.WithActor(ctx, tenancy.Actor{Kind: "operator", ID: "token"}))
+			status, body, err = h(w, r)
+		}
+		act.Outcome = "ok"
+		if err != nil {
+			act.Outcome = string(tenancy.ErrorCode(err))
+			if act.Outcome != string(tenancy.CodeInternal) {
+				act.Detail = err.Error()
+			}
+		}
+		a.cfg.Record(context.WithoutCancel(r.Context()), *act)
+		if err != nil {
+			httpx.WriteError(w, r, err)
+			return
+		}
+		writeJSON(w, status, body)
+	}
+}
+
+// authenticate checks the operator token in constant time (of equal-length
+// hashes, so the token's length does not leak either).
+func (a *API) authenticate(r *http.Request) error {
+	tok := accounts.BearerToken(r.Header.Get("Authorization"))
+	got := sha256.Sum256([]byte(tok))
+	if tok == "" || subtle.ConstantTimeCompare(got[:], a.tokenHash[:]) != 1 {
+		return tenancy.Errorf(tenancy.CodeUnauthorized, "the control API needs the operator token: Authorization: Bearer <token>")
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		b, status = []byte(`{"error":"encode response"}`), http.StatusInternalServerError
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

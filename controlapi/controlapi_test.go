@@ -1,0 +1,303 @@
+package controlapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/controlapi"
+	"github.com/tenancyhq/tenancy/httpx"
+	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/internal/tenanttest"
+)
+
+const token = "operator-token-for-tests"
+
+type testBundle struct {
+	*tenanttest.Bundle
+	srv *httptest.Server
+
+	mu      sync.Mutex
+	actions []controlapi.Action
+}
+
+func setup(t *testing.T, ops map[string]controlapi.Operation) *testBundle {
+	t.Helper()
+	b := &testBundle{Bundle: tenanttest.Setup(t, &tenanttest.Opts{PerModel: 1})}
+	api, err := controlapi.New(controlapi.Config{
+		Platform: b.Platform, Token: token, Operations: ops,
+		Record: func(_ context.Context, a controlapi.Action) {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			b.actions = append(b.actions, a)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.srv = httptest.NewServer(api)
+	t.Cleanup(b.srv.Close)
+	return b
+}
+
+func (b *testBundle) do(t *testing.T, tok, method, path string, body any) (int, []byte, httpx.Problem) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		j, _ := json.Marshal(body)
+		rd = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, b.srv.URL+path, rd)
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := b.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	var p httpx.Problem
+	if resp.Header.Get("Content-Type") == httpx.ContentType {
+		_ = json.Unmarshal(out, &p)
+	}
+	return resp.StatusCode, out, p
+}
+
+func (b *testBundle) last() controlapi.Action {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.actions[len(b.actions)-1]
+}
+
+func TestControlAPI(t *testing.T) {
+	t.Parallel()
+	b := setup(t, map[string]controlapi.Operation{
+		// The extension point: an operation the platform does not have.
+		controlapi.OpMove: func(_ context.Context, tn *tenancy.Tenant, body json.RawMessage) (any, error) {
+			return map[string]any{"moving": tn.Slug, "to": body}, nil
+		},
+	})
+	shared := b.Tenants[0]
+	err := b.Platform.Router.Tx(tenancy.WithActor(tenanttest.Ctx(shared), tenancy.Actor{Kind: "user", ID: "u1"}), func(tx pgx.Tx) error {
+		_, err := tx.Exec(context.Background(), `INSERT INTO contacts (tenant_id, name, email) VALUES ($1, 'Ada', 'ada@example.com')`, shared.ID)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("OperatorToken", func(t *testing.T) {
+		for _, tok := range []string{"", "wrong", token + "x", strings.ToUpper(token)} {
+			code, _, p := b.do(t, tok, "GET", "/v1/tenants", nil)
+			if code != 401 || p.Code != tenancy.CodeUnauthorized {
+				t.Errorf("token %q: %d %+v", tok, code, p)
+			}
+			if a := b.last(); a.Outcome != "unauthorized" || a.Name != "tenant.list" || a.Actor != "" {
+				t.Errorf("recorded %+v", a)
+			}
+		}
+	})
+
+	t.Run("ListWithUsage", func(t *testing.T) {
+		code, body, _ := b.do(t, token, "GET", "/v1/tenants?usage=true", nil)
+		var out struct{ Items []controlapi.TenantView }
+		if err := json.Unmarshal(body, &out); code != 200 || err != nil || len(out.Items) != 3 {
+			t.Fatalf("%d %v %s", code, err, body)
+		}
+		for _, tv := range out.Items {
+			if tv.Usage == nil {
+				t.Fatalf("%s has no usage", tv.Slug)
+			}
+			if tv.Slug == shared.Slug && (tv.Usage.Rows < 2 || tv.Usage.Bytes == 0) { // the contact, its audit entry, the chain head
+				t.Errorf("usage of %s: %+v", tv.Slug, tv.Usage)
+			}
+		}
+		if a := b.last(); a.Outcome != "ok" || a.Actor != "operator:token" {
+			t.Errorf("recorded %+v", a)
+		}
+	})
+
+	t.Run("Create", func(t *testing.T) {
+		slug := pgtest.UniqueName("api")
+		bad := []struct {
+			body  any
+			field string
+		}{
+			{map[string]string{"slug": "Bad Slug", "model": "shared"}, "slug"},
+			{map[string]string{"slug": slug, "model": "cluster"}, "model"},
+			{map[string]string{"slug": slug, "model": "shared", "colour": "blue"}, "body"},
+			{map[string]string{"slug": slug, "model": "shared", "server": "No Such"}, "server"},
+		}
+		for _, c := range bad {
+			code, body, p := b.do(t, token, "POST", "/v1/tenants", c.body)
+			if code != 400 || p.Field != c.field {
+				t.Errorf("%v: %d %s, want 400 naming %s", c.body, code, body, c.field)
+			}
+		}
+		code, body, _ := b.do(t, token, "POST", "/v1/tenants", map[string]string{"slug": slug, "model": "schema", "tier": "pro"})
+		var tv controlapi.TenantView
+		if err := json.Unmarshal(body, &tv); code != 201 || err != nil || tv.Status != tenancy.StatusActive || tv.Model != tenancy.ModelSchema {
+			t.Fatalf("create: %d %s", code, body)
+		}
+		b.Track(tv.Tenant)
+		if code, _, p := b.do(t, token, "POST", "/v1/tenants", map[string]string{"slug": slug, "model": "shared"}); code != 409 {
+			t.Errorf("duplicate: %d %+v", code, p)
+		}
+		if a := b.last(); a.Name != "tenant.create" || a.Tenant != "" || a.Outcome != "conflict" {
+			t.Errorf("recorded %+v", a)
+		}
+		ts, err := b.Platform.Catalog.Tenants(context.Background(), nil)
+		if err != nil || len(ts) != 4 {
+			t.Errorf("the catalog holds %d tenants, want the 3 and the one created (%v)", len(ts), err)
+		}
+		if code, _, _ := b.do(t, token, "GET", "/v1/tenants/"+slug, nil); code != 200 {
+			t.Errorf("show: %d", code)
+		}
+		if code, _, _ := b.do(t, token, "GET", "/v1/tenants/nobody-here", nil); code != 404 {
+			t.Errorf("show unknown: %d", code)
+		}
+	})
+
+	t.Run("Audit", func(t *testing.T) {
+		code, body, _ := b.do(t, token, "GET", "/v1/tenants/"+shared.Slug+"/audit?table=contacts", nil)
+		var out struct {
+			Items []struct{ Actor, Op string }
+		}
+		if err := json.Unmarshal(body, &out); code != 200 || err != nil || len(out.Items) != 1 || out.Items[0].Actor != "user:u1" {
+			t.Fatalf("audit: %d %s", code, body)
+		}
+		code, body, _ = b.do(t, token, "GET", "/v1/tenants/"+shared.Slug+"/audit/verify", nil)
+		if code != 200 || !strings.Contains(string(body), `"ok":true`) || !strings.Contains(string(body), `"head_checked":true`) {
+			t.Errorf("verify: %d %s", code, body)
+		}
+		if code, _, p := b.do(t, token, "GET", "/v1/tenants/"+shared.Slug+"/audit?limit=x", nil); code != 400 || p.Field != "limit" {
+			t.Errorf("bad limit: %d %+v", code, p)
+		}
+	})
+
+	t.Run("ServersHideTheirDSN", func(t *testing.T) {
+		code, body, _ := b.do(t, token, "GET", "/v1/servers", nil)
+		if code != 200 || !strings.Contains(string(body), `"name":"pg1"`) || strings.Contains(string(body), "postgres://") {
+			t.Errorf("servers: %d %s", code, body)
+		}
+	})
+
+	t.Run("Plans", func(t *testing.T) {
+		code, body, _ := b.do(t, token, "GET", "/v1/plans", nil)
+		if code != 200 || !strings.Contains(string(body), `"tier":"free"`) || !strings.Contains(string(body), `"rps":10`) {
+			t.Errorf("plans: %d %s", code, body)
+		}
+	})
+
+	t.Run("Migrations", func(t *testing.T) {
+		code, body, _ := b.do(t, token, "GET", "/v1/migrations", nil)
+		var out struct {
+			Latest  int
+			Targets []struct{ Summary string }
+		}
+		if err := json.Unmarshal(body, &out); code != 200 || err != nil || out.Latest != b.Platform.Model.Latest() || len(out.Targets) < 3 {
+			t.Fatalf("migrations: %d %s", code, body)
+		}
+		for _, tg := range out.Targets {
+			if tg.Summary != "current" {
+				t.Errorf("target %s", body)
+			}
+		}
+	})
+
+	t.Run("Lifecycle", func(t *testing.T) {
+		tn := b.Tenants[1]
+		post := func(verb string, body any) (int, []byte, httpx.Problem) {
+			return b.do(t, token, "POST", "/v1/tenants/"+tn.Slug+"/"+verb, body)
+		}
+		wantStatus := func(verb string, body any, want tenancy.Status) {
+			t.Helper()
+			code, out, _ := post(verb, body)
+			var got tenancy.Tenant
+			if err := json.Unmarshal(out, &got); code != 200 || err != nil || got.Status != want {
+				t.Fatalf("%s: %d %s, want status %s", verb, code, out, want)
+			}
+		}
+		wantStatus("suspend", nil, tenancy.StatusSuspended)
+		if code, _, p := post("suspend", nil); code != 409 {
+			t.Errorf("suspend twice: %d %+v", code, p)
+		}
+		wantStatus("resume", nil, tenancy.StatusActive)
+		code, out, _ := post("change-tier", map[string]string{"tier": "pro"})
+		if code != 200 || !strings.Contains(string(out), `"tier":"pro"`) {
+			t.Errorf("change tier: %d %s", code, out)
+		}
+		if code, _, p := post("change-tier", map[string]string{"tier": "Not A Tier"}); code != 400 || p.Field != "tier" {
+			t.Errorf("bad tier: %d %+v", code, p)
+		}
+		wantStatus("delete", nil, tenancy.StatusDeleted)
+		if code, _, p := post("purge", map[string]string{"confirm": "someone-else"}); code != 400 {
+			t.Errorf("purge without the right confirmation: %d %+v", code, p)
+		}
+		wantStatus("restore", nil, tenancy.StatusActive)
+		if code, out, _ := post("move", map[string]string{"model": "database"}); code != 200 || !strings.Contains(string(out), `"moving"`) {
+			t.Errorf("configured move: %d %s", code, out)
+		}
+		if a := b.last(); a.Name != "tenant.move" || a.Tenant != tn.Slug || a.Outcome != "ok" {
+			t.Errorf("recorded %+v", a)
+		}
+
+		// Each change is in the control-plane log, by the operator.
+		code, out, _ = b.do(t, token, "GET", "/v1/events?tenant="+tn.Slug, nil)
+		var ev struct {
+			Items []struct{ Kind, Operator string }
+		}
+		if err := json.Unmarshal(out, &ev); code != 200 || err != nil {
+			t.Fatalf("events: %d %s", code, out)
+		}
+		var kinds []string
+		for _, e := range ev.Items {
+			kinds = append(kinds, e.Kind)
+			if e.Kind != "tenant_created" && e.Operator != "operator:token" {
+				t.Errorf("event %s by %q", e.Kind, e.Operator)
+			}
+		}
+		if got := strings.Join(kinds, " "); !strings.Contains(got, "suspended resumed tier_changed deleted restored") {
+			t.Errorf("events of %s: %s", tn.Slug, got)
+		}
+		if code, out, _ := b.do(t, token, "GET", "/v1/events/verify", nil); code != 200 || !strings.Contains(string(out), `"ok":true`) {
+			t.Errorf("verify events: %d %s", code, out)
+		}
+	})
+}
+
+// TestOpenAPI checks that the document parses and that every path it
+// documents is routed.
+func TestOpenAPI(t *testing.T) {
+	t.Parallel()
+	var doc struct {
+		OpenAPI string                                `json:"openapi"`
+		Paths   map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(controlapi.OpenAPI(), &doc); err != nil || !strings.HasPrefix(doc.OpenAPI, "3.") {
+		t.Fatalf("openapi.json: %v %q", err, doc.OpenAPI)
+	}
+	if len(doc.Paths) < 14 {
+		t.Errorf("the document has %d paths", len(doc.Paths))
+	}
+	b := setup(t, nil)
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			p := strings.ReplaceAll(path, "{slug}", b.Tenants[0].Slug)
+			code, body, prob := b.do(t, token, strings.ToUpper(method), p, nil)
+			if code == 404 && strings.HasPrefix(prob.Detail, "no route") || code == 405 {
+				t.Errorf("%s %s is documented but not routed: %d %s", method, path, code, body)
+			}
+		}
+	}
+}

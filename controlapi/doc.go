@@ -1,0 +1,16 @@
+// Package controlapi is the control plane's HTTP API: JSON for operators and
+// the admin dashboard, described by an OpenAPI 3 document (GET /openapi.json).
+//
+// Every request must carry the operator token (Authorization: Bearer …),
+// compared in constant time. Every control action — reads included — goes
+// through one function, Config.Record, with who, what, on which tenant, from
+// where and with what outcome: the one place to point at the control-plane
+// audit log.
+//
+// Tenants can be created, listed and shown, suspended, resumed, deleted,
+// restored, purged and given another tier (the platform records each change
+// in the control-plane log, readable and verifiable here); their audit log
+// read and verified, their usage measured; servers and plans listed; the
+// fleet's migration status read. Move is routed and documented, and answers
+// 501 until an Operation is configured for it (Config.Operations).
+package controlapi

@@ -1,0 +1,105 @@
+package controlapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/catalog"
+	"github.com/tenancyhq/tenancy/platform"
+	"github.com/tenancyhq/tenancy/provision"
+)
+
+// defaultOperations are the lifecycle verbs the platform performs today. Each
+// records its control-plane event itself (with the operator and client IP of
+// the context). Move is not among them yet.
+func defaultOperations(p *platform.Platform) map[string]Operation {
+	simple := func(fn func(context.Context, string) (*tenancy.Tenant, error)) Operation {
+		return func(ctx context.Context, t *tenancy.Tenant, _ json.RawMessage) (any, error) {
+			return fn(ctx, t.Slug)
+		}
+	}
+	return map[string]Operation{
+		OpSuspend: simple(p.SuspendTenant),
+		OpResume:  simple(p.ResumeTenant),
+		OpDelete:  simple(p.DeleteTenant),
+		OpRestore: simple(p.RestoreTenant),
+		OpPurge: func(ctx context.Context, t *tenancy.Tenant, body json.RawMessage) (any, error) {
+			var in struct {
+				Confirm string `json:"confirm"`
+			}
+			if err := decodeOpBody(body, &in); err != nil {
+				return nil, err
+			}
+			return p.PurgeTenant(ctx, t.Slug, &provision.PurgeOpts{Confirm: in.Confirm})
+		},
+		OpChangeTier: func(ctx context.Context, t *tenancy.Tenant, body json.RawMessage) (any, error) {
+			var in struct {
+				Tier string `json:"tier"`
+			}
+			if err := decodeOpBody(body, &in); err != nil {
+				return nil, err
+			}
+			if err := tenancy.ValidateName("tier", in.Tier); err != nil {
+				return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "tier", "%s", err.Error())
+			}
+			return p.SetTenantTier(ctx, t.Slug, tenancy.Tier(in.Tier))
+		},
+	}
+}
+
+// decodeOpBody decodes an operation's JSON body, refusing unknown fields.
+func decodeOpBody(body json.RawMessage, v any) error {
+	if len(body) == 0 {
+		body = json.RawMessage(`{}`)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return tenancy.FieldErrorf(tenancy.CodeInvalid, "body", "the body must be a JSON object: %v", err)
+	}
+	return nil
+}
+
+// listEvents answers the control plane's audit log: ?tenant= ?kind=
+// ?operator= ?after= ?limit=.
+func (a *API) listEvents(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	q := r.URL.Query()
+	opts := &catalog.EventOpts{Kind: catalog.EventKind(q.Get("kind")), Operator: q.Get("operator")}
+	if slug := q.Get("tenant"); slug != "" {
+		t, err := a.cfg.Platform.Catalog.TenantBySlug(r.Context(), slug)
+		if err != nil {
+			return 0, nil, err
+		}
+		opts.TenantID = t.ID
+	}
+	if err := numberParams(q, map[string]func(int64){
+		"after": func(n int64) { opts.After = n },
+		"limit": func(n int64) { opts.Limit = int(n) },
+	}); err != nil {
+		return 0, nil, err
+	}
+	if v := q.Get("since"); v != "" {
+		at, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return 0, nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "since", "since must be an RFC 3339 time")
+		}
+		opts.Since = at
+	}
+	events, next, err := a.cfg.Platform.Catalog.Events(r.Context(), opts)
+	if err != nil {
+		return 0, nil, err
+	}
+	if events == nil {
+		events = []catalog.Event{}
+	}
+	return http.StatusOK, map[string]any{"items": events, "next": next}, nil
+}
+
+func (a *API) verifyEvents(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	v, err := a.cfg.Platform.Catalog.VerifyEvents(r.Context())
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, v, nil
+}
