@@ -14,10 +14,6 @@ import (
 // transaction once more at the new placement.
 const MovedAwayCode = "TN001"
 
-// MovedTable records, in each data database, the tenants that have moved
-// away from it. tenancy.enter refuses their transactions here.
-const MovedTable = "tenancy.moved"
-
 // fenceVersion identifies this version of the fence functions, stored as a
 // comment so that a database is updated once.
 var fenceVersion = func() string {
@@ -28,7 +24,7 @@ var fenceVersion = func() string {
 // fenceStatements create what a move needs in every data database:
 //
 //   - tenancy.fence_key(tenant): the advisory lock key of a tenant's fence;
-//   - tenancy.enter(tenant): called first in every tenant transaction's
+//   - tenancy.enter(tenant, schema): called first in every tenant transaction's
 //     prelude. It takes the tenant's fence lock in shared mode, so a mover
 //     holding it exclusively makes new transactions wait (and waits for those
 //     in flight), then refuses the transaction if the tenant has moved away.
@@ -38,20 +34,25 @@ var fenceVersion = func() string {
 //     was taken when the prelude began, before the wait: a transaction that
 //     had to wait is refused and retried, with a snapshot taken after the
 //     fence;
-//   - tenancy.moved: the tenants that left this database, and for where.
+//   - tenancy.moved: the tenants' schemas in this database that do not serve
+//     them (left for another placement, or not yet arrived), and where the
+//     tenant went. One database may hold a tenant's old and new placement
+//     (its own schema and the shared tables), so the mark names the schema.
 var fenceStatements = []string{
 	`CREATE TABLE IF NOT EXISTS tenancy.moved (
-		tenant    uuid PRIMARY KEY, -- not tenant_id: this is no tenant table
+		tenant    uuid NOT NULL, -- not tenant_id: this is no tenant table
+		schema    text NOT NULL,
 		placement text NOT NULL,
 		move_id   bigint NOT NULL,
-		at        timestamptz NOT NULL DEFAULT now()
+		at        timestamptz NOT NULL DEFAULT now(),
+		PRIMARY KEY (tenant, schema)
 	)`,
 	`REVOKE ALL ON tenancy.moved FROM PUBLIC`,
 	`CREATE OR REPLACE FUNCTION tenancy.fence_key(t uuid) RETURNS bigint
 	LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $fn$
 		SELECT hashtextextended('tenancy.fence:' || t::text, 0)
 	$fn$`,
-	`CREATE OR REPLACE FUNCTION tenancy.enter(t uuid) RETURNS void
+	`CREATE OR REPLACE FUNCTION tenancy.enter(t uuid, s text) RETURNS void
 	LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 	DECLARE
 		k bigint := tenancy.fence_key(t);
@@ -63,18 +64,18 @@ var fenceStatements = []string{
 					USING ERRCODE = 'TN001';
 			END IF;
 		END IF;
-		IF EXISTS (SELECT 1 FROM tenancy.moved m WHERE m.tenant = t) THEN
+		IF EXISTS (SELECT 1 FROM tenancy.moved m WHERE m.tenant = t AND m.schema = s) THEN
 			RAISE EXCEPTION 'tenancy: tenant % has moved away from this database', t
 				USING ERRCODE = 'TN001';
 		END IF;
 	END $fn$`,
-	`REVOKE ALL ON FUNCTION tenancy.enter(uuid) FROM PUBLIC`,
-	`GRANT EXECUTE ON FUNCTION tenancy.enter(uuid) TO PUBLIC`,
+	`REVOKE ALL ON FUNCTION tenancy.enter(uuid, text) FROM PUBLIC`,
+	`GRANT EXECUTE ON FUNCTION tenancy.enter(uuid, text) TO PUBLIC`,
 }
 
 // EnsureFence creates the move fence (see fenceStatements) in the current
 // database's tenancy schema, or replaces it when it differs from this
 // version's. It is idempotent; concurrent callers in one database take turns.
 func EnsureFence(ctx context.Context, q Querier) error {
-	return ensureVersioned(ctx, q, "move fence", "tenancy.enter(uuid)", fenceVersion, fenceStatements)
+	return ensureVersioned(ctx, q, "move fence", "tenancy.enter(uuid, text)", fenceVersion, fenceStatements)
 }

@@ -1,0 +1,523 @@
+package move_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/audit"
+	"github.com/tenancyhq/tenancy/internal/dataplane"
+	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/internal/tenanttest"
+	"github.com/tenancyhq/tenancy/move"
+	"github.com/tenancyhq/tenancy/router"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// testBundle is a platform on two servers and a mover.
+type testBundle struct {
+	*tenanttest.Bundle
+	mover *move.Mover
+}
+
+func setup(t *testing.T) *testBundle {
+	t.Helper()
+	b := tenanttest.Setup(t, &tenanttest.Opts{Servers: 2})
+	p := b.Platform
+	m, err := move.New(move.Config{Catalog: p.Catalog, Provisioner: p.Provisioner, Model: p.Model, FenceTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := &testBundle{Bundle: b, mover: m}
+	return tb
+}
+
+// create makes a tenant of model on server, with data (some soft-deleted) and
+// drops, when the test ends, whatever storage a move gave it.
+func (b *testBundle) create(t *testing.T, model tenancy.Model, server string, contacts int) *tenancy.Tenant {
+	t.Helper()
+	tn := b.CreateTenant(t, model, server)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		for _, s := range b.Servers {
+			conn, err := pgx.Connect(ctx, s.URL("postgres"))
+			if err != nil {
+				continue
+			}
+			_ = dataplane.DropDatabase(ctx, conn, "tenant_"+strings.ReplaceAll(tn.Slug, "-", "_"))
+			_, _ = conn.Exec(ctx, "DROP ROLE IF EXISTS "+dataplane.Ident(tn.Role()))
+			conn.Close(ctx)
+		}
+	})
+	err := b.Platform.Router.Tx(tenanttest.Ctx(tn), func(tx pgx.Tx) error {
+		ctx := context.Background()
+		var company int64
+		if err := tx.QueryRow(ctx, `INSERT INTO companies (tenant_id, name, domain) VALUES ($1, 'Acme', 'acme.test') RETURNING id`, tn.ID).Scan(&company); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO contacts (tenant_id, company_id, name, email)
+			SELECT $1, $2, 'person ' || i, 'seed' || i || '@acme.test' FROM generate_series(1, $3::int) i`, tn.ID, company, contacts); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO deals (tenant_id, contact_id, title, amount)
+			SELECT tenant_id, id, 'deal ' || id, id * 10.5 FROM contacts WHERE tenant_id = $1 AND id % 3 = 0`, tn.ID); err != nil {
+			return err
+		}
+		// Soft-deleted rows move too.
+		_, err := tx.Exec(ctx, `DELETE FROM contacts WHERE email = 'seed2@acme.test'`)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("seed %s: %v", tn.Slug, err)
+	}
+	return tn
+}
+
+// load runs writers on a tenant through the router until stopped, and
+// records every write that was acknowledged.
+type load struct {
+	mu      sync.Mutex
+	acked   map[string]bool // email → soft-deleted
+	errs    []error
+	maxWait time.Duration
+	txs     int
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func startLoad(b *testBundle, tn *tenancy.Tenant, writers int) *load {
+	l := &load{acked: map[string]bool{}, stop: make(chan struct{})}
+	for w := range writers {
+		l.wg.Go(func() {
+			ctx := tenanttest.Ctx(tn)
+			for k := 0; ; k++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				email := fmt.Sprintf("w%d-%d@load.test", w, k)
+				del := k%4 == 3
+				start := time.Now()
+				err := b.Platform.Router.Tx(ctx, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(ctx, `INSERT INTO contacts (tenant_id, name, email) VALUES ($1, $2, $3)`, tn.ID, "writer", email); err != nil {
+						return err
+					}
+					if del {
+						_, err := tx.Exec(ctx, `DELETE FROM contacts WHERE email = $1`, email)
+						return err
+					}
+					_, err := tx.Exec(ctx, `UPDATE companies SET domain = $1 WHERE name = 'Acme'`, email)
+					return err
+				})
+				d := time.Since(start)
+				l.mu.Lock()
+				l.txs++
+				l.maxWait = max(l.maxWait, d)
+				if err != nil {
+					l.errs = append(l.errs, err)
+				} else {
+					l.acked[email] = del
+				}
+				l.mu.Unlock()
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+	return l
+}
+
+// finish stops the writers; any failed write fails the test: writers wait
+// during a move, they do not fail.
+func (l *load) finish(t *testing.T) {
+	t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	for _, err := range l.errs {
+		t.Errorf("a write failed during the move: %v", err)
+	}
+	t.Logf("%d transactions, %d acknowledged, slowest %s", l.txs, len(l.acked), l.maxWait.Round(time.Millisecond))
+}
+
+// tenantRows reads through the router every contact whose email ends with
+// suffix, deleted ones included: email → deleted, and how often each appears.
+func tenantRows(t *testing.T, b *testBundle, tn *tenancy.Tenant, suffix string) (map[string]bool, map[string]int) {
+	t.Helper()
+	seen, times := map[string]bool{}, map[string]int{}
+	err := b.Platform.Router.TxWith(tenanttest.Ctx(tn), &router.TxOpts{IncludeDeleted: true}, func(tx pgx.Tx) error {
+		rows, err := tx.Query(context.Background(), `SELECT email, deleted_at IS NOT NULL FROM contacts WHERE email LIKE '%' || $1`, suffix)
+		if err != nil {
+			return err
+		}
+		var email string
+		var deleted bool
+		_, err = pgx.ForEachRow(rows, []any{&email, &deleted}, func() error {
+			seen[email] = deleted
+			times[email]++
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("read %s's contacts: %v", tn.Slug, err)
+	}
+	return seen, times
+}
+
+// fingerprint is every row of the tenant's tables at placement p (audit log
+// and chain head included), read as the superuser.
+func fingerprint(t *testing.T, b *testBundle, tn *tenancy.Tenant, p tenancy.Placement) string {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), b.Server(p.Server).URL(p.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), `SET TimeZone = 'UTC'`); err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	for _, table := range []string{"companies", "contacts", "deals", dataplane.AuditTable, dataplane.AuditHeadTable} {
+		var all string
+		var n int
+		err := conn.QueryRow(context.Background(), fmt.Sprintf(
+			`SELECT count(*), coalesce(string_agg(x::text, ';' ORDER BY x::text), '') FROM %s x WHERE tenant_id = $1`,
+			dataplane.Ident(p.Schema, table)), tn.ID).Scan(&n, &all)
+		if err != nil {
+			t.Fatalf("fingerprint %s at %s: %v", table, p, err)
+		}
+		fmt.Fprintf(&sb, "%s(%d)[%s]\n", table, n, all)
+	}
+	return sb.String()
+}
+
+// checkMoved checks a tenant after a move under load: it is placed at the
+// destination and served there; every acknowledged write is there exactly
+// once and nothing else; its audit log verifies; another tenant cannot
+// read it; new rows get new ids.
+func checkMoved(t *testing.T, b *testBundle, tn *tenancy.Tenant, l *load, model tenancy.Model, server string) *tenancy.Tenant {
+	t.Helper()
+	ctx := context.Background()
+	now, err := b.Platform.Catalog.Tenant(ctx, tn.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now.Model != model || now.Placement.Server != server || now.Status != tenancy.StatusActive {
+		t.Fatalf("after the move: %s on %s, %s; want %s on %s, active", now.Model, now.Placement, now.Status, model, server)
+	}
+	seen, times := tenantRows(t, b, tn, "@load.test")
+	for email, del := range l.acked {
+		switch {
+		case times[email] == 0:
+			t.Errorf("acknowledged write %s is lost", email)
+		case times[email] > 1:
+			t.Errorf("acknowledged write %s is there %d times", email, times[email])
+		case seen[email] != del:
+			t.Errorf("%s: deleted %v, want %v", email, seen[email], del)
+		}
+	}
+	for email := range seen {
+		if _, ok := l.acked[email]; !ok {
+			t.Errorf("%s is there but its write was never acknowledged", email)
+		}
+	}
+	seeded, _ := tenantRows(t, b, tn, "@acme.test")
+	if len(seeded) != 40 || !seeded["seed2@acme.test"] {
+		t.Errorf("seeded contacts: %d (seed2 deleted: %v), want 40 with seed2 deleted", len(seeded), seeded["seed2@acme.test"])
+	}
+
+	conn, err := pgx.Connect(ctx, b.Server(now.Placement.Server).URL(now.Placement.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	v, err := audit.Verify(ctx, conn, now.Placement.Schema, tn.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.OK || !v.HeadChecked || v.Entries == 0 {
+		t.Errorf("audit log at the destination: %+v", v)
+	}
+
+	// New rows at the destination take ids after the moved ones.
+	err = b.Platform.Router.Tx(tenanttest.Ctx(tn), func(tx pgx.Tx) error {
+		var id, top int64
+		if err := tx.QueryRow(ctx, `SELECT max(id) FROM contacts`).Scan(&top); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, `INSERT INTO contacts (tenant_id, name, email) VALUES ($1, 'after', 'after@move.test') RETURNING id`, tn.ID).Scan(&id); err != nil {
+			return err
+		}
+		if id <= top {
+			t.Errorf("new contact id %d, want more than %d", id, top)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("write after the move: %v", err)
+	}
+
+	// Isolation holds at the destination: a neighbour sees none of it.
+	other := b.CreateTenant(t, model, server)
+	err = b.Platform.Router.TxWith(tenanttest.Ctx(other), &router.TxOpts{IncludeDeleted: true}, func(tx pgx.Tx) error {
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM contacts WHERE tenant_id = $1`, tn.ID).Scan(&n); err != nil {
+			return err
+		}
+		if n != 0 {
+			t.Errorf("another tenant reads %d of the moved tenant's contacts", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if model == tenancy.ModelSchema {
+		err = b.Platform.Router.Tx(tenanttest.Ctx(other), func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `SELECT count(*) FROM `+dataplane.Ident(now.Placement.Schema, "contacts"))
+			return err
+		})
+		if err == nil {
+			t.Errorf("another tenant reads the moved tenant's schema")
+		}
+	}
+	return now
+}
+
+// TestMoveDirections moves a tenant in each of the six directions between
+// models, and between servers, while writers keep working.
+func TestMoveDirections(t *testing.T) {
+	t.Parallel()
+	type direction struct {
+		from, to tenancy.Model
+		across   bool // to the other server
+	}
+	var cases []direction
+	for _, from := range tenancy.Models {
+		for _, to := range tenancy.Models {
+			if from != to {
+				cases = append(cases, direction{from, to, false})
+			}
+		}
+		cases = append(cases, direction{from, from, true})
+	}
+	b := setup(t)
+	for _, c := range cases {
+		name := string(c.from) + "_to_" + string(c.to)
+		if c.across {
+			name += "_across_servers"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			tn := b.create(t, c.from, b.ServerNames[0], 40)
+			dst := b.ServerNames[0]
+			if c.across {
+				dst = b.ServerNames[1]
+			}
+			l := startLoad(b, tn, 3)
+			time.Sleep(100 * time.Millisecond)
+			res, err := b.mover.Move(ctx, tn.Slug, &move.Opts{To: c.to, Server: dst, KeepSource: true})
+			time.Sleep(100 * time.Millisecond) // writers go on at the destination
+			l.finish(t)
+			if err != nil {
+				t.Fatalf("move: %v", err)
+			}
+			t.Logf("copied %d rows (%d bytes) in %s, pause %s, %d rows under the fence",
+				res.Rows, res.Bytes, res.Copy.Round(time.Millisecond), res.Pause.Round(time.Millisecond), res.FenceRows)
+			if res.State != move.Done {
+				t.Errorf("state %s, want done", res.State)
+			}
+			checkMoved(t, b, tn, l, c.to, dst)
+			// The source refuses the tenant: a transaction sent there is
+			// refused with TN001.
+			checkRefused(t, b, tn, res.From, res.FromModel)
+		})
+	}
+}
+
+// checkRefused runs, on the tenant's old placement, what the router runs
+// first in a tenant transaction, and expects it refused.
+func checkRefused(t *testing.T, b *testBundle, tn *tenancy.Tenant, p tenancy.Placement, model tenancy.Model) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, b.Server(p.Server).URL(p.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `SELECT tenancy.enter($1, $2)`, tn.ID, p.Schema)
+	if err == nil || !strings.Contains(err.Error(), "TN001") {
+		t.Errorf("the old placement (%s) lets the tenant in: %v", p, err)
+	}
+}
+
+// TestMoveKeepsEverything moves a tenant with no writers and compares every
+// row of every table, audit log and chain head included, at the source and
+// the destination.
+func TestMoveKeepsEverything(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	tn := b.create(t, tenancy.ModelShared, b.ServerNames[0], 300)
+	for _, to := range []struct {
+		model  tenancy.Model
+		server string
+	}{{tenancy.ModelSchema, b.ServerNames[1]}, {tenancy.ModelDatabase, b.ServerNames[0]}, {tenancy.ModelShared, b.ServerNames[1]}} {
+		before, err := b.Platform.Catalog.Tenant(ctx, tn.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fingerprint(t, b, tn, before.Placement)
+		res, err := b.mover.Move(ctx, tn.Slug, &move.Opts{To: to.model, Server: to.server, KeepSource: true})
+		if err != nil {
+			t.Fatalf("move to %s on %s: %v", to.model, to.server, err)
+		}
+		if got := fingerprint(t, b, tn, res.Tenant.Placement); got != want {
+			t.Errorf("move to %s: the destination differs from the source:\n%s\nwant\n%s", to.model, got, want)
+		}
+		if got := fingerprint(t, b, tn, before.Placement); got != want {
+			t.Errorf("move to %s: the kept source changed", to.model)
+		}
+		// A kept schema or database would block a later move to its name;
+		// drop it as an operator would.
+		dropKept(t, b, before)
+	}
+}
+
+func dropKept(t *testing.T, b *testBundle, p *tenancy.Tenant) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, b.Server(p.Placement.Server).URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	switch p.Model {
+	case tenancy.ModelDatabase:
+		if err := dataplane.DropDatabase(ctx, conn, p.Placement.Database); err != nil {
+			t.Fatal(err)
+		}
+	case tenancy.ModelSchema:
+		c2, err := pgx.Connect(ctx, b.Server(p.Placement.Server).URL(p.Placement.Database))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c2.Close(ctx)
+		if _, err := c2.Exec(ctx, "DROP SCHEMA "+dataplane.Ident(p.Placement.Schema)+" CASCADE"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestMoveRemovesSource: by default the source is removed once the switch is
+// done, and the tenant's old placement keeps refusing it.
+func TestMoveRemovesSource(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	for _, from := range tenancy.Models {
+		tn := b.create(t, from, b.ServerNames[0], 10)
+		to := tenancy.ModelDatabase
+		if from == tenancy.ModelDatabase {
+			to = tenancy.ModelSchema
+		}
+		res, err := b.mover.Move(ctx, tn.Slug, &move.Opts{To: to})
+		if err != nil {
+			t.Fatalf("move %s: %v", from, err)
+		}
+		conn, err := pgx.Connect(ctx, b.Server(res.From.Server).URL("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var exists bool
+		switch from {
+		case tenancy.ModelDatabase:
+			err = conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, res.From.Database).Scan(&exists)
+		default:
+			c2, cerr := pgx.Connect(ctx, b.Server(res.From.Server).URL(res.From.Database))
+			if cerr != nil {
+				t.Fatal(cerr)
+			}
+			if from == tenancy.ModelSchema {
+				err = c2.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, res.From.Schema).Scan(&exists)
+			} else {
+				err = c2.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM shared.contacts WHERE tenant_id = $1)
+					OR EXISTS (SELECT 1 FROM shared.tenancy_audit WHERE tenant_id = $1)`, tn.ID).Scan(&exists)
+			}
+			c2.Close(ctx)
+		}
+		conn.Close(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if exists {
+			t.Errorf("%s source %s still exists after the move", from, res.From)
+		}
+		if from != tenancy.ModelDatabase {
+			checkRefused(t, b, tn, res.From, from)
+		}
+		// The tenant works at its destination.
+		if _, times := tenantRows(t, b, tn, "@acme.test"); len(times) != 10 {
+			t.Errorf("%s: %d seeded contacts at the destination, want 10", from, len(times))
+		}
+	}
+}
+
+// TestMoveBadInput: each bad request fails with its code and changes nothing.
+func TestMoveBadInput(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	tn := b.create(t, tenancy.ModelSchema, b.ServerNames[0], 5)
+	suspended := b.create(t, tenancy.ModelShared, b.ServerNames[0], 5)
+	if _, err := b.Platform.Catalog.SetStatus(ctx, suspended.ID, tenancy.StatusSuspended, tenancy.StatusActive); err != nil {
+		t.Fatal(err)
+	}
+	before := catalogState(t, b)
+	for _, c := range []struct {
+		name string
+		slug string
+		opts *move.Opts
+		code tenancy.Code
+	}{
+		{"NoOpts", tn.Slug, nil, tenancy.CodeInvalid},
+		{"UnknownModel", tn.Slug, &move.Opts{To: "cluster"}, tenancy.CodeInvalid},
+		{"MalformedSlug", "Not A Slug", &move.Opts{To: tenancy.ModelShared}, tenancy.CodeInvalid},
+		{"UnknownSlug", "nobody-here", &move.Opts{To: tenancy.ModelShared}, tenancy.CodeNotFound},
+		{"UnknownServer", tn.Slug, &move.Opts{To: tenancy.ModelShared, Server: "pg-nowhere"}, tenancy.CodeNotFound},
+		{"MalformedServer", tn.Slug, &move.Opts{To: tenancy.ModelShared, Server: "no way"}, tenancy.CodeInvalid},
+		{"SamePlacement", tn.Slug, &move.Opts{To: tenancy.ModelSchema}, tenancy.CodeInvalid},
+		{"SamePlacementNamedServer", tn.Slug, &move.Opts{To: tenancy.ModelSchema, Server: b.ServerNames[0]}, tenancy.CodeInvalid},
+		{"NotActive", suspended.Slug, &move.Opts{To: tenancy.ModelSchema}, tenancy.CodeConflict},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := b.mover.Move(ctx, c.slug, c.opts)
+			tenanttest.WantCode(t, "move", err, c.code)
+		})
+	}
+	if after := catalogState(t, b); after != before {
+		t.Errorf("bad input changed the catalog:\n%s\nwas\n%s", after, before)
+	}
+}
+
+// catalogState is the tenants and moves of the catalog, as text.
+func catalogState(t *testing.T, b *testBundle) string {
+	t.Helper()
+	var s string
+	err := b.Platform.Catalog.Pool().QueryRow(context.Background(), `SELECT
+		(SELECT string_agg(x::text, ';' ORDER BY id) FROM catalog.tenants x) || '|' ||
+		coalesce((SELECT string_agg(y::text, ';' ORDER BY id) FROM catalog.moves y), '')`).Scan(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
