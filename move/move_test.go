@@ -2,6 +2,7 @@ package move_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -136,13 +137,23 @@ func startLoad(b *testBundle, tn *tenancy.Tenant, writers int) *load {
 }
 
 // finish stops the writers; any failed write fails the test: writers wait
-// during a move, they do not fail.
-func (l *load) finish(t *testing.T) {
+// during a move, they do not fail. With unavailable, writes refused with
+// CodeUnavailable are expected (a move interrupted between marking and
+// switching).
+func (l *load) finish(t *testing.T, unavailable bool) {
 	t.Helper()
 	close(l.stop)
 	l.wg.Wait()
+	refused := 0
 	for _, err := range l.errs {
+		if unavailable && tenancy.ErrorCode(err) == tenancy.CodeUnavailable {
+			refused++
+			continue
+		}
 		t.Errorf("a write failed during the move: %v", err)
+	}
+	if refused > 0 {
+		t.Logf("%d writes refused as unavailable", refused)
 	}
 	t.Logf("%d transactions, %d acknowledged, slowest %s", l.txs, len(l.acked), l.maxWait.Round(time.Millisecond))
 }
@@ -327,7 +338,7 @@ func TestMoveDirections(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 			res, err := b.mover.Move(ctx, tn.Slug, &move.Opts{To: c.to, Server: dst, KeepSource: true})
 			time.Sleep(100 * time.Millisecond) // writers go on at the destination
-			l.finish(t)
+			l.finish(t, false)
 			if err != nil {
 				t.Fatalf("move: %v", err)
 			}
@@ -520,4 +531,174 @@ func catalogState(t *testing.T, b *testBundle) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// TestMoveCrashAtEachStep stops a move after each of its steps, as if the
+// process had been killed, under writers: the tenant is then served from
+// exactly one place (the source before the switch, the destination after),
+// and running the move again converges with nothing lost.
+func TestMoveCrashAtEachStep(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, step := range []string{"started", "prepared", "bulk", "copied", "fenced", "marked", "switched", "dropped"} {
+		t.Run(step, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			p := b.Platform
+			crashing, err := move.New(move.Config{Catalog: p.Catalog, Provisioner: p.Provisioner, Model: p.Model})
+			if err != nil {
+				t.Fatal(err)
+			}
+			move.SetHook(crashing, func(s string) error {
+				if s == step {
+					return errors.New("killed")
+				}
+				return nil
+			})
+			tn := b.create(t, tenancy.ModelShared, b.ServerNames[0], 40)
+			opts := &move.Opts{To: tenancy.ModelDatabase, Server: b.ServerNames[1]}
+			l := startLoad(b, tn, 2)
+			time.Sleep(50 * time.Millisecond)
+			_, err = crashing.Move(ctx, tn.Slug, opts)
+			if !errors.Is(err, move.ErrStop) {
+				t.Fatalf("move stopped at %s: got %v", step, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+
+			// Served from exactly one place.
+			now, err := p.Catalog.Tenant(ctx, tn.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switched := step == "switched" || step == "dropped"
+			if wantDB := switched; (now.Model == tenancy.ModelDatabase) != wantDB {
+				t.Fatalf("after a crash at %s the catalog places the tenant at %s (%s)", step, now.Placement, now.Model)
+			}
+			werr := p.Router.Tx(tenanttest.Ctx(tn), func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, `UPDATE companies SET domain = 'crash.test' WHERE name = $1`, "Acme")
+				return err
+			})
+			if step == "marked" {
+				// Marked moved away, not yet switched: refused everywhere
+				// until the move is run again.
+				tenanttest.WantCode(t, "write after a crash between marking and switching", werr, tenancy.CodeUnavailable)
+			} else if werr != nil {
+				t.Fatalf("write after a crash at %s: %v", step, werr)
+			}
+			if switched {
+				checkRefused(t, b, tn, tenancy.Placement{Server: b.ServerNames[0], Database: tn.Placement.Database, Schema: tn.Placement.Schema}, tenancy.ModelShared)
+			}
+
+			// Run again: it converges.
+			res, err := b.mover.Move(ctx, tn.Slug, opts)
+			if err != nil {
+				t.Fatalf("move again after a crash at %s: %v", step, err)
+			}
+			if !res.Resumed && switched {
+				t.Errorf("the move after the switch was not resumed")
+			}
+			time.Sleep(50 * time.Millisecond)
+			l.finish(t, step == "marked")
+			checkMoved(t, b, tn, l, tenancy.ModelDatabase, b.ServerNames[1])
+			var open int
+			if err := p.Catalog.Pool().QueryRow(ctx, `SELECT count(*) FROM catalog.moves WHERE tenant_id = $1 AND state NOT IN ('done', 'rolled_back')`, tn.ID).Scan(&open); err != nil || open != 0 {
+				t.Errorf("%d moves left unfinished (%v)", open, err)
+			}
+			// The source is gone: no row of the tenant in the shared tables.
+			conn, err := pgx.Connect(ctx, b.Server(b.ServerNames[0]).URL(tn.Placement.Database))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			var left int
+			if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM shared.contacts WHERE tenant_id = $1) + (SELECT count(*) FROM shared.tenancy_audit WHERE tenant_id = $1)`, tn.ID).Scan(&left); err != nil || left != 0 {
+				t.Errorf("%d rows left at the source (%v)", left, err)
+			}
+		})
+	}
+}
+
+// TestMoveVerifyMismatchRollsBack tampers with the destination where each
+// verification looks, and expects the move rolled back, the tenant served at
+// its source with everything it had.
+func TestMoveVerifyMismatchRollsBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, c := range []struct {
+		step   string
+		tamper string
+	}{
+		// After the bulk copy: any row, checked against the snapshot.
+		{"bulk", `UPDATE contacts SET name = 'tampered' WHERE email = 'seed7@acme.test'`},
+		// Under the fence: a row changed since the bulk copy, checked by content.
+		{"fenced", `UPDATE companies SET name = 'tampered'`},
+		// Under the fence: an extra row, checked by count.
+		{"fenced", `INSERT INTO contacts (tenant_id, id, name, email) OVERRIDING SYSTEM VALUE SELECT tenant_id, 999999, 'extra', 'extra@x.test' FROM companies`},
+	} {
+		t.Run(c.step, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			p := b.Platform
+			tn := b.create(t, tenancy.ModelSchema, b.ServerNames[0], 20)
+			m, err := move.New(move.Config{Catalog: p.Catalog, Provisioner: p.Provisioner, Model: p.Model})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dst := tenancy.Placement{Server: b.ServerNames[1], Database: "tenant_" + strings.ReplaceAll(tn.Slug, "-", "_"), Schema: "tenant"}
+			move.SetHook(m, func(s string) error {
+				switch {
+				case s == "bulk":
+					// A change after the bulk copy, so that the fence has
+					// rows to check by content.
+					if err := p.Router.Tx(tenanttest.Ctx(tn), func(tx pgx.Tx) error {
+						_, err := tx.Exec(ctx, `UPDATE companies SET domain = 'changed.test'`)
+						return err
+					}); err != nil {
+						return err
+					}
+				}
+				if s != c.step {
+					return nil
+				}
+				conn, err := pgx.Connect(ctx, b.Server(dst.Server).URL(dst.Database))
+				if err != nil {
+					return err
+				}
+				defer conn.Close(ctx)
+				_, err = conn.Exec(ctx, `SET session_replication_role = replica; SET search_path = tenant; `+c.tamper)
+				return err
+			})
+			before := fingerprint(t, b, tn, tn.Placement)
+			_, err = m.Move(ctx, tn.Slug, &move.Opts{To: tenancy.ModelDatabase, Server: dst.Server})
+			if !errors.Is(err, move.ErrMismatch) {
+				t.Fatalf("move with a tampered destination (%s): got %v, want a mismatch", c.tamper, err)
+			}
+			now, err := p.Catalog.Tenant(ctx, tn.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if now.Placement != tn.Placement || now.Status != tenancy.StatusActive {
+				t.Errorf("after a failed verification the tenant is at %s, %s", now.Placement, now.Status)
+			}
+			// The source holds what it held, with the change made during the move.
+			if after := fingerprint(t, b, tn, tn.Placement); after == before || !strings.Contains(after, "changed.test") {
+				t.Errorf("the source lost the change made during the move")
+			}
+			conn, err := pgx.Connect(ctx, b.Server(dst.Server).URL("postgres"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			var exists bool
+			if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, dst.Database).Scan(&exists); err != nil || exists {
+				t.Errorf("the destination database is left after the roll back (%v)", err)
+			}
+			if err := p.Router.Tx(tenanttest.Ctx(tn), func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, `INSERT INTO contacts (tenant_id, name, email) VALUES ($1, 'still', 'still@here.test')`, tn.ID)
+				return err
+			}); err != nil {
+				t.Errorf("the tenant is not served at its source after the roll back: %v", err)
+			}
+		})
+	}
 }
