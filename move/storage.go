@@ -172,7 +172,14 @@ func (m *Mover) dropStorage(ctx context.Context, tenant uuid.UUID, model tenancy
 	if keep != nil && keep.Server == p.Server && keepModel != tenancy.ModelShared {
 		return nil // the tenant's role serves its other placement on this server
 	}
-	return dataplane.DropRole(ctx, conn, tenancy.RoleName(tenant))
+	err = dataplane.DropRole(ctx, conn, tenancy.RoleName(tenant))
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "2BP01" {
+		// Roles belong to the cluster: another server name of the catalog
+		// on the same cluster still grants it something. It stays.
+		return nil
+	}
+	return err
 }
 
 // isUndefined reports a missing table or schema (a database the fence was

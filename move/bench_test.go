@@ -1,0 +1,84 @@
+package move_test
+
+// BenchmarkMove moves a shared tenant of 10k, 100k and 1M contacts into its
+// own schema on the same server while two writers keep writing, and reports
+// the bulk copy's rate and the write pause: the fence's (from asking for the
+// fence lock to releasing it) and the slowest writer transaction's. The
+// tenant is built first (not timed), its rows written without triggers, so
+// it has data rows but a short audit log. Run it once per size:
+//
+//	go test -run '^$' -bench BenchmarkMove -benchtime 1x -timeout 30m ./move/
+//
+// docs/PERFORMANCE.md records the results.
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/internal/tenanttest"
+	"github.com/tenancyhq/tenancy/move"
+)
+
+func BenchmarkMove(b *testing.B) {
+	for _, rows := range []int{10_000, 100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("rows=%d", rows), func(b *testing.B) {
+			for range b.N {
+				benchMove(b, rows)
+			}
+		})
+	}
+}
+
+func benchMove(b *testing.B, rows int) {
+	b.StopTimer()
+	bundle := tenanttest.Setup(b, nil)
+	p := bundle.Platform
+	ctx := context.Background()
+	tn := bundle.CreateTenant(b, tenancy.ModelShared, bundle.ServerNames[0])
+	conn := bundle.AdminConn(b, tn)
+	if _, err := conn.Exec(ctx, `SET session_replication_role = replica`); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO shared.companies (tenant_id, name, domain) VALUES ($1, 'Acme', 'acme.test')`, tn.ID); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO shared.contacts (tenant_id, company_id, name, email, created_at)
+		SELECT $1, (SELECT id FROM shared.companies WHERE tenant_id = $1), 'Person number ' || i || ' of the benchmark',
+		       'person' || i || '@benchmark.example.com', now() - i * interval '1 minute'
+		FROM generate_series(1, $2::int) i`, tn.ID, rows); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `ANALYZE shared.contacts`); err != nil {
+		b.Fatal(err)
+	}
+	m, err := move.New(move.Config{Catalog: p.Catalog, Provisioner: p.Provisioner, Model: p.Model})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tb := &testBundle{Bundle: bundle, mover: m}
+	l := startLoad(tb, tn, 2)
+	time.Sleep(200 * time.Millisecond)
+	b.StartTimer()
+	res, err := m.Move(ctx, tn.Slug, &move.Opts{To: tenancy.ModelSchema})
+	b.StopTimer()
+	time.Sleep(200 * time.Millisecond)
+	close(l.stop)
+	l.wg.Wait()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(l.errs) > 0 {
+		b.Fatalf("%d writes failed, the first: %v", len(l.errs), l.errs[0])
+	}
+	mb := float64(res.Bytes) / 1e6
+	b.ReportMetric(mb/res.Copy.Seconds(), "MB/s")
+	b.ReportMetric(float64(res.Pause.Milliseconds()), "pause-ms")
+	b.ReportMetric(float64(l.maxWait.Milliseconds()), "slowest-write-ms")
+	b.ReportMetric(float64(res.Copy.Milliseconds()), "bulk-ms")
+	b.Logf("%d rows, %.1f MB: bulk copy %s (%.1f MB/s), catch-up and fence rows %d, pause %s, slowest of %d writes %s",
+		res.Rows, mb, res.Copy.Round(time.Millisecond), mb/res.Copy.Seconds(), res.FenceRows,
+		res.Pause.Round(time.Millisecond), l.txs, l.maxWait.Round(time.Millisecond))
+}
