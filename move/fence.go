@@ -176,13 +176,22 @@ func verify(ctx context.Context, src, dst side, tables []*table, tenant uuid.UUI
 		return err
 	}
 	compare := func(t *table, sw, dw string, hash bool) error {
+		// Both sides at once, on their own connections: the fence waits
+		// for the slower, not for both.
+		var b sum
+		var bErr error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			b, bErr = tableSum(ctx, dst, t, tenant, dw, hash)
+		}()
 		a, err := tableSum(ctx, src, t, tenant, sw, hash)
+		<-done
 		if err != nil {
 			return err
 		}
-		b, err := tableSum(ctx, dst, t, tenant, dw, hash)
-		if err != nil {
-			return err
+		if bErr != nil {
+			return bErr
 		}
 		if a != b {
 			return fmt.Errorf("%w: table %s has %d rows (checksum %s) at the source and %d (checksum %s) at the destination",
