@@ -92,7 +92,7 @@ func (m *Mover) copyAll(ctx context.Context, r *record, slug string, progress fu
 		return nil, err
 	}
 	defer checkTx.Rollback(context.WithoutCancel(ctx))
-	if err := verify(ctx, src, side{checkTx, r.To.Schema}, c.tables, r.Tenant, nil); err != nil {
+	if err := verify(ctx, src, side{checkTx, r.To.Schema}, c.tables, r.Tenant, true, nil); err != nil {
 		return nil, fmt.Errorf("after the bulk copy: %w", err)
 	}
 	if err := checkTx.Commit(ctx); err != nil {
@@ -143,32 +143,48 @@ func catchUp(ctx context.Context, srcConn, dstConn *pgx.Conn, r *record, c *copi
 	defer srcTx.Rollback(context.WithoutCancel(ctx))
 	src := side{srcTx, r.From.Schema}
 	seq, err := lastSeq(ctx, src, r.Tenant)
-	if err != nil || seq == c.lastSeq {
-		return 0, c.lastSeq, err
-	}
-	dstTx, err := dstConn.Begin(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer dstTx.Rollback(context.WithoutCancel(ctx))
-	if err := replica(ctx, dstTx); err != nil {
-		return 0, 0, err
+	var n int64
+	if seq != c.lastSeq {
+		dstTx, err := dstConn.Begin(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer dstTx.Rollback(context.WithoutCancel(ctx))
+		if err := replica(ctx, dstTx); err != nil {
+			return 0, 0, err
+		}
+		if n, err = copyDelta(ctx, src, side{dstTx, r.To.Schema}, c.tables, r.Tenant, c.lastSeq, bytes); err != nil {
+			return 0, 0, err
+		}
+		if err := dstTx.Commit(ctx); err != nil {
+			return 0, 0, fmt.Errorf("commit a catch-up round: %w", err)
+		}
 	}
-	n, err := copyDelta(ctx, src, side{dstTx, r.To.Schema}, c.tables, r.Tenant, c.lastSeq, bytes)
+	// Every table's row count, at this snapshot: here rather than under
+	// the fence, where counting every row would make the pause grow with
+	// the tenant's size.
+	checkTx, err := dstConn.Begin(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := dstTx.Commit(ctx); err != nil {
-		return 0, 0, fmt.Errorf("commit a catch-up round: %w", err)
+	defer checkTx.Rollback(context.WithoutCancel(ctx))
+	if err := verify(ctx, src, side{checkTx, r.To.Schema}, c.tables, r.Tenant, false, nil); err != nil {
+		return 0, 0, fmt.Errorf("after catching up: %w", err)
+	}
+	if err := checkTx.Commit(ctx); err != nil {
+		return 0, 0, err
 	}
 	return n, seq, srcTx.Commit(ctx)
 }
 
-// verify compares the tenant's rows at src and dst table by table. With
-// where nil it compares every row's content; otherwise it compares the count
-// of every table and the content of the rows where selects. It fails with an
-// error wrapping ErrMismatch that names the first table that differs.
-func verify(ctx context.Context, src, dst side, tables []*table, tenant uuid.UUID, where func(t *table, alias, schema string) (string, bool)) error {
+// verify compares the tenant's rows at src and dst, table by table: the
+// rows where selects (nil: every row; a table for which it reports false is
+// skipped), by count and, with hash, by content. It fails with an error
+// wrapping ErrMismatch that names the first table that differs.
+func verify(ctx context.Context, src, dst side, tables []*table, tenant uuid.UUID, hash bool, where func(t *table, alias, schema string) (string, bool)) error {
 	if err := stable(ctx, src.tx); err != nil {
 		return err
 	}
@@ -200,20 +216,16 @@ func verify(ctx context.Context, src, dst side, tables []*table, tenant uuid.UUI
 		return nil
 	}
 	for _, t := range tables {
-		if where == nil {
-			if err := compare(t, "", "", true); err != nil {
-				return err
+		sw, dw := "", ""
+		if where != nil {
+			var ok bool
+			if sw, ok = where(t, "s", src.schema); !ok {
+				continue
 			}
-			continue
+			dw, _ = where(t, "s", dst.schema)
 		}
-		if err := compare(t, "", "", false); err != nil {
+		if err := compare(t, sw, dw, hash); err != nil {
 			return err
-		}
-		if sw, ok := where(t, "s", src.schema); ok {
-			dw, _ := where(t, "s", dst.schema)
-			if err := compare(t, sw, dw, true); err != nil {
-				return err
-			}
 		}
 	}
 	return nil
@@ -221,6 +233,7 @@ func verify(ctx context.Context, src, dst side, tables []*table, tenant uuid.UUI
 
 // fenced is what the fence did.
 type fenced struct {
+	start time.Time
 	pause time.Duration
 	rows  int64
 }
@@ -244,8 +257,8 @@ func (m *Mover) fence(ctx context.Context, r *record, slug string, c *copied, by
 		return nil, err
 	}
 
-	f := &fenced{}
 	start := time.Now() // writers arriving from now on wait
+	f := &fenced{start: start}
 	if _, err := lock.Exec(ctx, `SELECT pg_advisory_lock(tenancy.fence_key($1))`, r.Tenant); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
@@ -253,6 +266,7 @@ func (m *Mover) fence(ctx context.Context, r *record, slug string, c *copied, by
 		}
 		return nil, fmt.Errorf("take the fence: %w", err)
 	}
+	locked := time.Now()
 	if err := m.step(ctx, r, slug, "fenced", c.rows, progress); err != nil {
 		return f, err
 	}
@@ -272,6 +286,7 @@ func (m *Mover) fence(ctx context.Context, r *record, slug string, c *copied, by
 	}); err != nil {
 		return f, fmt.Errorf("mark the source: %w", err)
 	}
+	marked := time.Now()
 	if err := m.step(ctx, r, slug, "marked", c.rows+f.rows, progress); err != nil {
 		return f, err
 	}
@@ -286,21 +301,27 @@ func (m *Mover) fence(ctx context.Context, r *record, slug string, c *copied, by
 		return f, err
 	}
 	r.State = Switched
+	switched := time.Now()
 	if err := m.step(ctx, r, slug, string(Switched), c.rows+f.rows, progress); err != nil {
 		return f, err
 	}
 	drain(ctx, lock, xid, m.cfg.DrainTimeout)
+	drained := time.Now()
 	if _, err := lock.Exec(ctx, `SELECT pg_advisory_unlock(tenancy.fence_key($1))`, r.Tenant); err != nil {
 		m.cfg.Logger.WarnContext(ctx, "release the fence", "move", r.ID, "err", err) // closing the connection releases it
 	}
 	f.pause = time.Since(start)
+	m.cfg.Logger.InfoContext(ctx, "move fence released", "tenant", slug, "move", r.ID, "pause", f.pause,
+		"lock", locked.Sub(start), "delta_and_verify", marked.Sub(locked), "switch", switched.Sub(marked),
+		"drain", drained.Sub(switched), "rows", f.rows)
 	return f, nil
 }
 
 // lastDelta copies, under the fence, the rows changed since the last
-// catch-up round and the sequences, then verifies: every table's count, and
-// the content of every row changed since the bulk copy (which was verified
-// in full). Both sides commit only if they match.
+// catch-up round and the sequences, then verifies the count and content of
+// every row changed since the bulk copy (which was verified in full, and
+// every table's count again at the last catch-up round). Both sides commit
+// only if they match.
 func (m *Mover) lastDelta(ctx context.Context, srcConn, dstConn *pgx.Conn, r *record, c *copied, bytes *atomic.Int64) (int64, error) {
 	srcTx, err := srcConn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
@@ -327,7 +348,7 @@ func (m *Mover) lastDelta(ctx context.Context, srcConn, dstConn *pgx.Conn, r *re
 	if err != nil {
 		return 0, err
 	}
-	if err := verify(ctx, src, dst, c.tables, r.Tenant, func(t *table, alias, schema string) (string, bool) {
+	if err := verify(ctx, src, dst, c.tables, r.Tenant, true, func(t *table, alias, schema string) (string, bool) {
 		return deltaFilter(t, alias, schema, c.bulkSeq, keys)
 	}); err != nil {
 		return 0, err

@@ -111,9 +111,10 @@ type Result struct {
 	Bytes int64 `json:"bytes"`
 	// Copy is the bulk copy's duration, the tenant working meanwhile.
 	Copy time.Duration `json:"copy_ns"`
-	// Pause is how long the fence held the tenant's writers: from taking
-	// the fence lock to releasing it.
-	Pause time.Duration `json:"pause_ns"`
+	// Pause is how long the fence held the tenant's writers: from asking for
+	// the fence lock to releasing it; FencedAt is when it began.
+	Pause    time.Duration `json:"pause_ns"`
+	FencedAt time.Time     `json:"fenced_at,omitzero"`
 	// FenceRows is how many rows the fence copied again.
 	FenceRows int64 `json:"fence_rows"`
 	// Resumed is true when this call finished (or rolled back) a move that an
@@ -257,27 +258,23 @@ func (m *Mover) done(ctx context.Context, r *record, res *Result) (*Result, erro
 }
 
 // lockTenant makes movers of one tenant take turns, across processes: a
-// session advisory lock on the catalog, which a dead process releases.
+// session advisory lock on the catalog, which a dead process releases. It
+// holds a connection of its own, outside the catalog's pool, for the whole
+// move, so that many moves at once cannot take every pooled connection.
 func (m *Mover) lockTenant(ctx context.Context, t *tenancy.Tenant) (unlock func(), err error) {
-	conn, err := m.pool().Acquire(ctx)
+	conn, err := pgx.ConnectConfig(ctx, m.pool().Config().ConnConfig.Copy())
 	if err != nil {
 		return nil, fmt.Errorf("connect to the catalog: %w", err)
 	}
 	var ok bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended('tenancy.move:' || $1::text, 0))`, t.ID).Scan(&ok); err != nil {
-		conn.Release()
-		return nil, fmt.Errorf("lock the tenant's moves: %w", err)
-	}
-	if !ok {
-		conn.Release()
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended('tenancy.move:' || $1::text, 0))`, t.ID).Scan(&ok); err != nil || !ok {
+		conn.Close(context.WithoutCancel(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("lock the tenant's moves: %w", err)
+		}
 		return nil, tenancy.Errorf(tenancy.CodeConflict, "tenant %q is being moved by another process", t.Slug)
 	}
-	return func() {
-		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtextextended('tenancy.move:' || $1::text, 0))`, t.ID); err != nil {
-			conn.Conn().Close(context.WithoutCancel(ctx)) // closing releases the lock
-		}
-		conn.Release()
-	}, nil
+	return func() { conn.Close(context.WithoutCancel(ctx)) }, nil // closing releases the lock
 }
 
 // checkVersions fails with CodeConflict unless the tenant's tables and, for
@@ -373,7 +370,7 @@ func (m *Mover) forward(ctx context.Context, r *record, slug string, progress fu
 	f, err := m.fence(ctx, r, slug, c, &bytes, progress)
 	res.Bytes = bytes.Load()
 	if f != nil {
-		res.Pause, res.FenceRows = f.pause, f.rows
+		res.Pause, res.FencedAt, res.FenceRows = f.pause, f.start, f.rows
 		res.Rows += f.rows
 	}
 	if err != nil {

@@ -6,7 +6,7 @@
 -- state becomes 'switched'.
 CREATE TABLE catalog.moves (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    tenant_id    uuid NOT NULL REFERENCES catalog.tenants (id),
+    tenant_id    uuid NOT NULL REFERENCES catalog.tenants (id) ON DELETE CASCADE,
     state        text NOT NULL CHECK (state IN ('started', 'prepared', 'copied', 'switched', 'done', 'rolled_back')),
     src_model    text NOT NULL,
     src_server   text NOT NULL,
