@@ -1,6 +1,7 @@
 package move
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -49,7 +50,13 @@ func copyRows(ctx context.Context, src, dst side, t *table, tenant uuid.UUID, wh
 	pr, pw := io.Pipe()
 	sent := make(chan error, 1)
 	go func() {
-		_, err := src.tx.Conn().PgConn().CopyTo(ctx, pw, out)
+		// pgconn hands over one row per Write and sends one message per
+		// Read: buffered, the pipe carries 64 kB at a time instead.
+		w := bufio.NewWriterSize(pw, 1<<16)
+		_, err := src.tx.Conn().PgConn().CopyTo(ctx, w, out)
+		if err == nil {
+			err = w.Flush()
+		}
 		pw.CloseWithError(err)
 		sent <- err
 	}()
@@ -215,4 +222,31 @@ func tableSum(ctx context.Context, s side, t *table, tenant uuid.UUID, where str
 		return sum{}, fmt.Errorf("checksum %s: %w", t.name, err)
 	}
 	return out, nil
+}
+
+// dropSecondaryIndexes drops, in tx, the indexes of schema's tables that back
+// no constraint, and returns the statements that create them again.
+func dropSecondaryIndexes(ctx context.Context, tx pgx.Tx, schema string) ([]string, error) {
+	rows, err := tx.Query(ctx, `SELECT format('%I.%I', n.nspname, ic.relname), pg_get_indexdef(i.indexrelid)
+		FROM pg_index i
+		JOIN pg_class ic ON ic.oid = i.indexrelid
+		JOIN pg_namespace n ON n.oid = ic.relnamespace
+		WHERE n.nspname = $1 AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)`, schema)
+	if err != nil {
+		return nil, fmt.Errorf("list indexes of %s: %w", schema, err)
+	}
+	var names, defs []string
+	var name, def string
+	if _, err := pgx.ForEachRow(rows, []any{&name, &def}, func() error {
+		names, defs = append(names, name), append(defs, def)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list indexes of %s: %w", schema, err)
+	}
+	for _, n := range names {
+		if _, err := tx.Exec(ctx, "DROP INDEX "+n); err != nil {
+			return nil, fmt.Errorf("drop index %s: %w", n, err)
+		}
+	}
+	return defs, nil
 }

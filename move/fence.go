@@ -65,6 +65,14 @@ func (m *Mover) copyAll(ctx context.Context, r *record, slug string, progress fu
 	if c.bulkSeq, err = lastSeq(ctx, src, r.Tenant); err != nil {
 		return nil, err
 	}
+	var rebuild []string
+	if r.ToModel != tenancy.ModelShared {
+		// A new schema or database, served by nobody yet: its secondary
+		// indexes are built once after the copy rather than row by row.
+		if rebuild, err = dropSecondaryIndexes(ctx, dstTx, dst.schema); err != nil {
+			return nil, err
+		}
+	}
 	for _, t := range c.tables {
 		n, err := copyRows(ctx, src, dst, t, r.Tenant, "", bytes)
 		if err != nil {
@@ -73,6 +81,11 @@ func (m *Mover) copyAll(ctx context.Context, r *record, slug string, progress fu
 		c.rows += n
 		if progress != nil {
 			progress(Progress{Slug: slug, Step: "copy", Table: t.name, Rows: c.rows})
+		}
+	}
+	for _, def := range rebuild {
+		if _, err := dstTx.Exec(ctx, def); err != nil {
+			return nil, fmt.Errorf("rebuild an index: %w", err)
 		}
 	}
 	if err := dstTx.Commit(ctx); err != nil {
