@@ -306,7 +306,7 @@ func (m *Mover) fence(ctx context.Context, r *record, slug string, c *copied, by
 	if err := pgx.BeginFunc(ctx, dstConn, func(tx pgx.Tx) error { return unmark(ctx, tx, r.Tenant, r.To.Schema, r.ID) }); err != nil {
 		return f, fmt.Errorf("unmark the destination: %w", err)
 	}
-	if err := m.switchPlacement(ctx, r, time.Since(start)); err != nil {
+	if err := m.switchPlacement(ctx, r, slug, time.Since(start)); err != nil {
 		// Not switched: the destination must not serve the tenant.
 		_ = pgx.BeginFunc(context.WithoutCancel(ctx), dstConn, func(tx pgx.Tx) error {
 			return mark(ctx, tx, r.Tenant, r.To.Schema, "arriving", r.ID)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/audit"
+	"github.com/tenancyhq/tenancy/catalog"
 	"github.com/tenancyhq/tenancy/internal/dataplane"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 	"github.com/tenancyhq/tenancy/internal/tenanttest"
@@ -255,6 +256,10 @@ func checkMoved(t *testing.T, b *testBundle, tn *tenancy.Tenant, l *load, model 
 	}
 	if now.Model != model || now.Placement.Server != server || now.Status != tenancy.StatusActive {
 		t.Fatalf("after the move: %s on %s, %s; want %s on %s, active", now.Model, now.Placement, now.Status, model, server)
+	}
+	events, _, err := b.Platform.Catalog.Events(ctx, &catalog.EventOpts{TenantID: tn.ID, Kind: catalog.EventMoved})
+	if err != nil || len(events) == 0 {
+		t.Errorf("the control plane's log has no move of the tenant (%v)", err)
 	}
 	seen, times := tenantRows(t, b, tn, "@load.test")
 	for email, del := range l.acked {

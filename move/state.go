@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/catalog"
 )
 
 // State is where a move is in its state machine, as recorded in the catalog
@@ -131,11 +132,12 @@ func (m *Mover) advance(ctx context.Context, r *record, next State, set string, 
 	return nil
 }
 
-// switchPlacement places the tenant at r's destination, active, and records
-// r as switched, in one catalog transaction: every node's cache hears of it
+// switchPlacement places the tenant at r's destination, active, records r as
+// switched and the move in the control plane's log, in one catalog
+// transaction: every node's cache hears of it
 // (catalog.Cache) when it commits. It fails with CodeConflict, changing
 // nothing, unless the tenant is still moving from r's source.
-func (m *Mover) switchPlacement(ctx context.Context, r *record, pause time.Duration) error {
+func (m *Mover) switchPlacement(ctx context.Context, r *record, slug string, pause time.Duration) error {
 	return pgx.BeginFunc(ctx, m.pool(), func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE catalog.tenants SET model = $2, server = $3, database = $4, schema = $5, status = 'active'
 			WHERE id = $1 AND status = 'moving' AND model = $6 AND server = $7 AND database = $8 AND schema = $9`,
@@ -155,7 +157,10 @@ func (m *Mover) switchPlacement(ctx context.Context, r *record, pause time.Durat
 		if tag.RowsAffected() == 0 {
 			return tenancy.Errorf(tenancy.CodeConflict, "move %d is no longer copied", r.ID)
 		}
-		return nil
+		// The control plane's log records the move with the switch.
+		return catalog.RecordEventTx(ctx, tx, &catalog.Event{Kind: catalog.EventMoved, TenantID: r.Tenant, TenantSlug: slug},
+			map[string]any{"move": r.ID, "from_model": r.FromModel, "from": r.From, "to_model": r.ToModel, "to": r.To,
+				"pause_ms": pause.Milliseconds()})
 	})
 }
 
