@@ -775,3 +775,46 @@ func TestMoveRepeatableReadWriter(t *testing.T) {
 	}
 	checkMoved(t, b, tn, l, tenancy.ModelSchema, b.ServerNames[0])
 }
+
+// TestChangeTier: changing a tenant's tier moves it to the tier's model.
+func TestChangeTier(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	tn := b.create(t, tenancy.ModelShared, b.ServerNames[0], 10)
+	for _, c := range []struct {
+		tier   tenancy.Tier
+		server string
+		model  tenancy.Model
+		moved  bool
+	}{
+		{"pro", "", tenancy.ModelSchema, true},
+		{"enterprise", b.ServerNames[1], tenancy.ModelDatabase, true},
+		{"custom", "", tenancy.ModelDatabase, false}, // no policy for it: the tier changes, not the model
+		{"free", b.ServerNames[0], tenancy.ModelShared, true},
+		{"free", "", tenancy.ModelShared, false},
+	} {
+		now, res, err := b.mover.ChangeTier(ctx, tn.Slug, c.tier, nil, &move.Opts{Server: c.server})
+		if err != nil {
+			t.Fatalf("tier %s: %v", c.tier, err)
+		}
+		if now.Tier != c.tier || now.Model != c.model || (res != nil) != c.moved {
+			t.Errorf("tier %s: got tier %s, model %s, moved %v; want model %s, moved %v", c.tier, now.Tier, now.Model, res != nil, c.model, c.moved)
+		}
+		if _, times := tenantRows(t, b, tn, "@acme.test"); len(times) != 10 {
+			t.Errorf("tier %s: %d contacts, want 10", c.tier, len(times))
+		}
+	}
+	before := catalogState(t, b)
+	_, _, err := b.mover.ChangeTier(ctx, "nobody-here", "pro", nil, nil)
+	tenanttest.WantCode(t, "unknown tenant", err, tenancy.CodeNotFound)
+	_, _, err = b.mover.ChangeTier(ctx, tn.Slug, "Not A Tier", nil, nil)
+	tenanttest.WantCode(t, "malformed tier", err, tenancy.CodeInvalid)
+	_, _, err = b.mover.ChangeTier(ctx, tn.Slug, "pro", nil, &move.Opts{Server: "pg-nowhere"})
+	tenanttest.WantCode(t, "unknown server", err, tenancy.CodeNotFound)
+	_, _, err = b.mover.ChangeTier(ctx, tn.Slug, "pro", move.TierPolicy{"pro": "cluster"}, nil)
+	tenanttest.WantCode(t, "unknown model in the policy", err, tenancy.CodeInvalid)
+	if after := catalogState(t, b); after != before {
+		t.Errorf("bad input changed the catalog")
+	}
+}

@@ -82,8 +82,10 @@ Usage:
                                        passed; the catalog keeps a tombstone; re-running finishes a purge
   tenancy tenants continue|rollback SLUG   finish, or undo, an interrupted provisioning (continue: or purge)
   tenancy tenants set-tier SLUG TIER [--json]
-  tenancy tenants move SLUG --to shared|schema|database [--server NAME] [--keep-source] [--json]
-                                       move a tenant to another isolation model or server, online
+  tenancy tenants move SLUG --to shared|schema|database | --tier TIER [--server NAME] [--keep-source] [--json]
+                                       move a tenant to another isolation model or server, online; with
+                                       --tier, set its tier and move it to the tier's model (free: shared,
+                                       pro: schema, enterprise: database)
   tenancy migrate up [--canary N | --group G] [--fail-fast] [--parallel N] [--per-server N] [--json]
   tenancy migrate status [--json]      every target's version, pending migrations and drift
   tenancy audit list --tenant SLUG [--since T] [--until T] [--actor A] [--table T] [--after N] [--limit N] [--json]

@@ -11,28 +11,34 @@ import (
 	"github.com/tenancyhq/tenancy/move"
 )
 
-const moveUsage = "tenants move SLUG --to shared|schema|database [--server NAME] [--keep-source] [--json]"
+const moveUsage = "tenants move SLUG --to shared|schema|database | --tier TIER [--server NAME] [--keep-source] [--json]"
 
 // runTenantsMove moves one tenant: tenancy tenants move SLUG --to MODEL.
 func (m *Main) runTenantsMove(ctx context.Context, args []string) error {
 	var c common
-	var to, server string
+	var to, tier, server string
 	var keep bool
 	fs := m.flags("tenants move", &c)
 	fs.StringVar(&to, "to", "", "the destination's isolation model: shared, schema or database")
+	fs.StringVar(&tier, "tier", "", "set the tenant's tier and move it to that tier's model (free: shared, pro: schema, enterprise: database)")
 	fs.StringVar(&server, "server", "", "the destination server (default: the tenant's)")
 	fs.BoolVar(&keep, "keep-source", false, "keep the source's copy, marked moved away, instead of removing it")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 || to == "" {
+	if len(pos) != 1 || (to == "") == (tier == "") {
 		return m.usageError(moveUsage)
 	}
 	if err := tenancy.ValidateSlug(pos[0]); err != nil {
 		return err
 	}
-	model, err := tenancy.ParseModel(to)
+	var model tenancy.Model
+	if tier != "" {
+		err = tenancy.ValidateName("tier", tier)
+	} else {
+		model, err = tenancy.ParseModel(to)
+	}
 	if err != nil {
 		return err
 	}
@@ -45,8 +51,17 @@ func (m *Main) runTenantsMove(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	res, err := p.Mover.Move(ctx, pos[0], &move.Opts{To: model, Server: server, KeepSource: keep, Progress: m.moveProgress()})
-	if err != nil {
+	opts := &move.Opts{To: model, Server: server, KeepSource: keep, Progress: m.moveProgress()}
+	var res *move.Result
+	if tier != "" {
+		var t *tenancy.Tenant
+		if t, res, err = p.Mover.ChangeTier(ctx, pos[0], tenancy.Tier(tier), nil, opts); err != nil {
+			return err
+		}
+		if res == nil { // the tier's model is the tenant's already
+			return m.printTenants(c.json, t)
+		}
+	} else if res, err = p.Mover.Move(ctx, pos[0], opts); err != nil {
 		return err
 	}
 	if c.json {

@@ -51,12 +51,22 @@ func TestMoveCommands(t *testing.T) {
 		t.Fatalf("tenants move to another server: %d %s %s", r.code, r.out, r.err)
 	}
 
+	// A tier change moves the tenant to its tier's model.
+	if r := run(t, env, "tenants", "move", slug, "--tier", "pro", "--json"); r.code != 0 || !strings.Contains(r.out, `"to_model": "schema"`) {
+		t.Fatalf("tenants move --tier pro: %d %s %s", r.code, r.out, r.err)
+	}
+	if r := run(t, env, "tenants", "move", slug, "--tier", "enterprise", "--server", "pg2"); r.code != 0 || !strings.Contains(r.out, "database") {
+		t.Fatalf("tenants move --tier enterprise: %d %s %s", r.code, r.out, r.err)
+	}
+
 	cases := []struct {
 		name string
 		args []string
 		code int
 	}{
 		{"NoModel", []string{"tenants", "move", slug}, 2},
+		{"ModelAndTier", []string{"tenants", "move", slug, "--to", "shared", "--tier", "free"}, 2},
+		{"BadTier", []string{"tenants", "move", slug, "--tier", "No Tier"}, 2},
 		{"BadModel", []string{"tenants", "move", slug, "--to", "cluster"}, 2},
 		{"BadSlug", []string{"tenants", "move", "Bad Slug", "--to", "shared"}, 2},
 		{"UnknownTenant", []string{"tenants", "move", "nobody-here", "--to", "shared"}, 3},
