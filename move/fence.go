@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/internal/dataplane"
 )
 
 // maxCatchUpRounds bounds the rounds of copying changes before the fence.
@@ -92,6 +93,14 @@ func (m *Mover) copyAll(ctx context.Context, r *record, slug string, progress fu
 		return nil, fmt.Errorf("commit the bulk copy: %w", err)
 	}
 	c.elapsed = time.Since(start)
+	// Statistics for the planner, before the fence's queries by key and the
+	// tenant's first queries at the destination: autovacuum may be minutes
+	// away.
+	for _, t := range c.tables {
+		if _, err := dstConn.Exec(ctx, "ANALYZE "+dataplane.Ident(dst.schema, t.name)); err != nil {
+			return nil, fmt.Errorf("analyze %s: %w", t.name, err)
+		}
+	}
 	if m.hook != nil {
 		if err := m.hook("bulk"); err != nil {
 			return nil, fmt.Errorf("%w: %w", errStop, err)
