@@ -562,7 +562,7 @@ func catalogState(t *testing.T, b *testBundle) string {
 	t.Helper()
 	var s string
 	err := b.Platform.Catalog.Pool().QueryRow(context.Background(), `SELECT
-		(SELECT string_agg(x::text, ';' ORDER BY id) FROM catalog.tenants x) || '|' ||
+		coalesce((SELECT string_agg(x::text, ';' ORDER BY id) FROM catalog.tenants x), '') || '|' ||
 		coalesce((SELECT string_agg(y::text, ';' ORDER BY id) FROM catalog.moves y), '')`).Scan(&s)
 	if err != nil {
 		t.Fatal(err)

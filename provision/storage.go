@@ -23,6 +23,11 @@ func Placement(s *tenancy.Server, t *tenancy.Tenant, m tenancy.Model) (tenancy.P
 	return placementFor(s.Name, dsn.Database, &in), nil
 }
 
+// ErrStorageExists is wrapped by the error (of code CodeConflict) of
+// CreateStorage when the tenant's schema or database exists already; it was
+// left alone.
+var ErrStorageExists = errStorageExists
+
 // CreateStorage creates the storage of t in its model and placement on s, as
 // provisioning does, for a tenant that already exists (a move's
 // destination): the tenant's role, its schema or database, the data model at

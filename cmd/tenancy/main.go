@@ -3,7 +3,8 @@
 //	tenancy demo                      start an embedded PostgreSQL, sample tenants and data, and serve them
 //	tenancy serve                     serve the application, the control API and the dashboard
 //	tenancy servers add|list|drain    the servers of the data plane
-//	tenancy tenants …                 the tenants: create, list, show, suspend, resume, delete, restore, purge, move
+//	tenancy tenants …                 the tenants: create, list, show, suspend, resume, delete, restore, purge,
+//	                                  move, export, import
 //	tenancy migrate up|status         the tenant data model on every target of the fleet
 //	tenancy audit list|verify         a tenant's audit log, and its hash chain
 //
@@ -86,6 +87,10 @@ Usage:
                                        move a tenant to another isolation model or server, online; with
                                        --tier, set its tier and move it to the tier's model (free: shared,
                                        pro: schema, enterprise: database)
+  tenancy tenants export SLUG [--out FILE]
+                                       write an archive of everything the tenant owns (default: stdout)
+  tenancy tenants import FILE [--slug S] [--model M] [--server S] [--tier T] [--json]
+                                       restore an exported tenant, in any model, at the same data model version
   tenancy migrate up [--canary N | --group G] [--fail-fast] [--parallel N] [--per-server N] [--json]
   tenancy migrate status [--json]      every target's version, pending migrations and drift
   tenancy audit list --tenant SLUG [--since T] [--until T] [--actor A] [--table T] [--after N] [--limit N] [--json]
@@ -131,8 +136,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		}
 		return nil
 	}
-	if len(args) > 1 && args[0] == "tenants" && args[1] == "move" { // see move.go
-		return m.runTenantsMove(ctx, args[2:])
+	if len(args) > 1 && args[0] == "tenants" && moveCommands[args[1]] != nil { // see move.go
+		return moveCommands[args[1]](m, ctx, args[2:])
 	}
 	switch args[0] {
 	case "demo":

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"text/tabwriter"
 	"time"
 
@@ -10,6 +11,13 @@ import (
 	"github.com/tenancyhq/tenancy/catalog"
 	"github.com/tenancyhq/tenancy/move"
 )
+
+// moveCommands are the tenants subcommands of this file.
+var moveCommands = map[string]func(*Main, context.Context, []string) error{
+	"move":   (*Main).runTenantsMove,
+	"export": (*Main).runTenantsExport,
+	"import": (*Main).runTenantsImport,
+}
 
 const moveUsage = "tenants move SLUG --to shared|schema|database | --tier TIER [--server NAME] [--keep-source] [--json]"
 
@@ -212,4 +220,95 @@ func leastLoaded(ctx context.Context, cat *catalog.Catalog, not string) (string,
 		return "", tenancy.Errorf(tenancy.CodeConflict, "server %q is the only server: add another before draining it", not)
 	}
 	return best, nil
+}
+
+// runTenantsExport writes a tenant's archive: tenancy tenants export SLUG.
+func (m *Main) runTenantsExport(ctx context.Context, args []string) error {
+	var c common
+	var out string
+	fs := m.flags("tenants export", &c)
+	fs.StringVar(&out, "out", "", "the archive file to write (default: standard output)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return m.usageError("tenants export SLUG [--out FILE]")
+	}
+	if err := tenancy.ValidateSlug(pos[0]); err != nil {
+		return err
+	}
+	p, _, err := m.open(ctx, &c)
+	if err != nil {
+		return err
+	}
+	w := m.Stdout
+	var f *os.File
+	if out != "" && out != "-" {
+		if f, err = os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+			return tenancy.Errorf(tenancy.CodeInvalid, "--out: %w", err)
+		}
+		w = f
+	}
+	man, err := p.Mover.Export(ctx, pos[0], w)
+	if f != nil {
+		if cErr := f.Close(); err == nil {
+			err = cErr
+		}
+		if err != nil {
+			os.Remove(out)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	var rows int64
+	for _, t := range man.Tables {
+		rows += t.Rows
+	}
+	fmt.Fprintf(m.Stderr, "exported %s: %d tables, %d rows, data model version %d\n", pos[0], len(man.Tables), rows, man.DataModelVersion)
+	return nil
+}
+
+// runTenantsImport restores an archive: tenancy tenants import FILE.
+func (m *Main) runTenantsImport(ctx context.Context, args []string) error {
+	var c common
+	var o move.ImportOpts
+	var slug, model, server, tier string
+	fs := m.flags("tenants import", &c)
+	fs.StringVar(&slug, "slug", "", "the tenant's slug here (default: the archive's)")
+	fs.StringVar(&model, "model", "", "the isolation model (default: the archive's)")
+	fs.StringVar(&server, "server", "", "the server (default: the first by name)")
+	fs.StringVar(&tier, "tier", "", "the tier (default: the archive's)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return m.usageError("tenants import FILE [--slug S] [--model M] [--server S] [--tier T] [--json]")
+	}
+	if model != "" {
+		if o.Model, err = tenancy.ParseModel(model); err != nil {
+			return err
+		}
+	}
+	o.Slug, o.Server, o.Tier = slug, server, tenancy.Tier(tier)
+	f, err := os.Open(pos[0])
+	if err != nil {
+		return tenancy.Errorf(tenancy.CodeInvalid, "archive: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	p, _, err := m.open(ctx, &c)
+	if err != nil {
+		return err
+	}
+	t, err := p.Mover.Import(ctx, f, st.Size(), &o)
+	if err != nil {
+		return err
+	}
+	return m.printTenants(c.json, t)
 }

@@ -87,6 +87,27 @@ func TestMoveCommands(t *testing.T) {
 		t.Errorf("bad input changed the tenants:\n%s\nwas\n%s", after, before)
 	}
 
+	// Export a tenant, and import it into another installation as a schema tenant.
+	archive := t.TempDir() + "/acme.zip"
+	if r := run(t, env, "tenants", "export", slug, "--out", archive); r.code != 0 || !strings.Contains(r.err, "exported") {
+		t.Fatalf("tenants export: %d %s", r.code, r.err)
+	}
+	other2 := map[string]string{"TENANCY_DATABASE_URL": s.URL(s.NewDatabase(t, ""))}
+	if r := run(t, other2, "servers", "add", "pg1", "--dsn", s.URL(s.NewDatabase(t, ""))); r.code != 0 {
+		t.Fatalf("servers add: %d %s", r.code, r.err)
+	}
+	r = run(t, other2, "tenants", "import", archive, "--model", "schema", "--json")
+	if r.code != 0 || !strings.Contains(r.out, `"model": "schema"`) {
+		t.Fatalf("tenants import: %d %s %s", r.code, r.out, r.err)
+	}
+	t.Cleanup(func() { run(t, other2, "tenants", "move", slug, "--to", "shared") })
+	if r := run(t, other2, "audit", "verify", "--tenant", slug); r.code != 0 {
+		t.Errorf("audit verify after import: %d %s %s", r.code, r.out, r.err)
+	}
+	if r := run(t, other2, "tenants", "import", archive); r.code != 4 {
+		t.Errorf("importing twice: exit %d, want 4: %s", r.code, r.err)
+	}
+
 	// Drain pg1: the shared tenant left there goes to pg2.
 	r = run(t, env, "servers", "drain", "pg1", "--json")
 	if r.code != 0 {
