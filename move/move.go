@@ -274,7 +274,14 @@ func (m *Mover) lockTenant(ctx context.Context, t *tenancy.Tenant) (unlock func(
 		}
 		return nil, tenancy.Errorf(tenancy.CodeConflict, "tenant %q is being moved by another process", t.Slug)
 	}
-	return func() { conn.Close(context.WithoutCancel(ctx)) }, nil // closing releases the lock
+	return func() {
+		// Released before the connection closes: a backend that is closing
+		// still holds its locks for a moment, and the next move of the
+		// tenant would find it taken.
+		cctx := context.WithoutCancel(ctx)
+		_, _ = conn.Exec(cctx, `SELECT pg_advisory_unlock(hashtextextended('tenancy.move:' || $1::text, 0))`, t.ID)
+		conn.Close(cctx)
+	}, nil
 }
 
 // checkVersions fails with CodeConflict unless the tenant's tables and, for
