@@ -662,15 +662,19 @@ func TestMoveVerifyMismatchRollsBack(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	for _, c := range []struct {
-		step   string
-		tamper string
+		step     string
+		tamper   string
+		atSource bool // tamper with the source instead, where the audit log does not see it
 	}{
 		// After the bulk copy: any row, checked against the snapshot.
-		{"bulk", `UPDATE contacts SET name = 'tampered' WHERE email = 'seed7@acme.test'`},
+		{"bulk", `UPDATE contacts SET name = 'tampered' WHERE email = 'seed7@acme.test'`, false},
 		// Under the fence: a row changed since the bulk copy, checked by content.
-		{"fenced", `UPDATE companies SET name = 'tampered'`},
+		{"fenced", `UPDATE companies SET name = 'tampered'`, false},
 		// After the bulk copy: an extra row, checked by count.
-		{"bulk", `INSERT INTO contacts (tenant_id, id, name, email) OVERRIDING SYSTEM VALUE SELECT tenant_id, 999999, 'extra', 'extra@x.test' FROM companies`},
+		{"bulk", `INSERT INTO contacts (tenant_id, id, name, email) OVERRIDING SYSTEM VALUE SELECT tenant_id, 999999, 'extra', 'extra@x.test' FROM companies`, false},
+		// A row removed at the source behind the audit log's back, during the
+		// copy: the catch-up round's counts see it.
+		{"bulk", `DELETE FROM contacts WHERE email = 'seed9@acme.test'`, true},
 	} {
 		t.Run(c.step, func(t *testing.T) {
 			t.Parallel()
@@ -697,12 +701,16 @@ func TestMoveVerifyMismatchRollsBack(t *testing.T) {
 				if s != c.step {
 					return nil
 				}
-				conn, err := pgx.Connect(ctx, b.Server(dst.Server).URL(dst.Database))
+				where := dst
+				if c.atSource {
+					where = tn.Placement
+				}
+				conn, err := pgx.Connect(ctx, b.Server(where.Server).URL(where.Database))
 				if err != nil {
 					return err
 				}
 				defer conn.Close(ctx)
-				_, err = conn.Exec(ctx, `SET session_replication_role = replica; SET search_path = tenant; `+c.tamper)
+				_, err = conn.Exec(ctx, `SET session_replication_role = replica; SET search_path = `+dataplane.Ident(where.Schema)+`; `+c.tamper)
 				return err
 			})
 			before := fingerprint(t, b, tn, tn.Placement)
