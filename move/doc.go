@@ -35,6 +35,12 @@
 // destination is removed) and finishes one that had. The source is removed
 // only after the switch.
 //
+// Beside Move: Resume finishes or rolls back an interrupted move; ChangeTier
+// sets a tenant's tier and moves it by a TierPolicy (free → shared, pro →
+// schema, enterprise → database by default); Export writes a portable archive
+// of everything a tenant owns and Import restores it, in any model, in any
+// installation at the same data model version.
+//
 // The fence's pause grows with the rows changed during the last catch-up
 // round, not with the tenant's size: see docs/MOVES.md for the protocol, its
 // guarantees and the measured figures.
