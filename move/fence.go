@@ -359,6 +359,18 @@ func (m *Mover) lastDelta(ctx context.Context, srcConn, dstConn *pgx.Conn, r *re
 		return 0, err
 	}
 	src, dst := side{srcTx, r.From.Schema}, side{dstTx, r.To.Schema}
+	// A fleet migration of the shared tables does not skip a moving tenant:
+	// the tables copied must still be the model's latest on both sides. (A
+	// migration arriving now waits for this transaction's locks.)
+	for _, s := range []side{src, dst} {
+		st, err := m.cfg.Model.StateTx(ctx, s.tx, s.schema)
+		if err != nil {
+			return 0, err
+		}
+		if !st.Current() {
+			return 0, tenancy.Errorf(tenancy.CodeConflict, "the data model of %s changed during the move (version %d, latest %d): run the move again", s.schema, st.Version, m.cfg.Model.Latest())
+		}
+	}
 	n, err := copyDelta(ctx, src, dst, c.tables, r.Tenant, c.lastSeq, bytes)
 	if err != nil {
 		return 0, err

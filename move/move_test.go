@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,6 +16,8 @@ import (
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/audit"
 	"github.com/tenancyhq/tenancy/catalog"
+	"github.com/tenancyhq/tenancy/datamodel"
+	"github.com/tenancyhq/tenancy/examples/crm"
 	"github.com/tenancyhq/tenancy/internal/dataplane"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 	"github.com/tenancyhq/tenancy/internal/tenanttest"
@@ -824,5 +828,55 @@ func TestChangeTier(t *testing.T) {
 	tenanttest.WantCode(t, "unknown model in the policy", err, tenancy.CodeInvalid)
 	if after := catalogState(t, b); after != before {
 		t.Errorf("bad input changed the catalog")
+	}
+}
+
+// TestMoveMigrationDuringMove: a fleet migration reaches the source's shared
+// tables while the tenant moves; the move notices under the fence and rolls
+// back instead of switching to tables of another version.
+func TestMoveMigrationDuringMove(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	p := b.Platform
+	tn := b.create(t, tenancy.ModelShared, b.ServerNames[0], 10)
+	files := fstest.MapFS{"999_extra.sql": {Data: []byte("ALTER TABLE contacts ADD COLUMN extra text;\n")}}
+	if err := fs.WalkDir(crm.Migrations(), ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := fs.ReadFile(crm.Migrations(), path)
+		files[path] = &fstest.MapFile{Data: data}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	newer, err := datamodel.Load(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := move.New(move.Config{Catalog: p.Catalog, Provisioner: p.Provisioner, Model: p.Model})
+	if err != nil {
+		t.Fatal(err)
+	}
+	move.SetHook(m, func(step string) error {
+		if step != "fenced" {
+			return nil
+		}
+		conn, err := pgx.Connect(ctx, b.Server(tn.Placement.Server).URL(tn.Placement.Database))
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			_, err := newer.ApplyTx(ctx, tx, datamodel.Target{Schema: tn.Placement.Schema, Grantee: b.AppRole})
+			return err
+		})
+	})
+	_, err = m.Move(ctx, tn.Slug, &move.Opts{To: tenancy.ModelSchema})
+	tenanttest.WantCode(t, "move across a migration", err, tenancy.CodeConflict)
+	now, err := p.Catalog.Tenant(ctx, tn.ID)
+	if err != nil || now.Placement != tn.Placement || now.Status != tenancy.StatusActive {
+		t.Errorf("after the refused move: %+v %v", now, err)
 	}
 }
