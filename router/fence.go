@@ -60,6 +60,10 @@ func (r *Router) resolveAfterMove(ctx context.Context, t *tenancy.Tenant) (*tena
 // catalog still names a placement the tenant has left, which happens only
 // while an interrupted move waits to be run again.
 func movedAwayAgain(t *tenancy.Tenant, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code != dataplane.MovedAwayCode {
+		return unavailable(t, err) // a database gone for another reason than a move
+	}
 	return &tenancy.Error{Code: tenancy.CodeUnavailable, Err: err,
 		Message: "tenant " + t.Slug + " is being moved; retry later"}
 }
