@@ -880,3 +880,34 @@ func TestMoveMigrationDuringMove(t *testing.T) {
 		t.Errorf("after the refused move: %+v %v", now, err)
 	}
 }
+
+// TestMoveBehindPgBouncer: the router reaches the servers through PgBouncer
+// in transaction mode (the mover connects directly); the fence still holds
+// writers, which then run at the new placement.
+func TestMoveBehindPgBouncer(t *testing.T) {
+	t.Parallel()
+	bundle := tenanttest.Setup(t, &tenanttest.Opts{Servers: 2, PgBouncer: true})
+	p := bundle.Platform
+	m, err := move.New(move.Config{Catalog: p.Catalog, Provisioner: p.Provisioner, Model: p.Model})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &testBundle{Bundle: bundle, mover: m}
+	ctx := context.Background()
+	for _, to := range []struct {
+		model  tenancy.Model
+		server string
+	}{{tenancy.ModelSchema, b.ServerNames[0]}, {tenancy.ModelDatabase, b.ServerNames[1]}} {
+		tn := b.create(t, tenancy.ModelShared, b.ServerNames[0], 40)
+		l := startLoad(b, tn, 2)
+		time.Sleep(100 * time.Millisecond)
+		res, err := m.Move(ctx, tn.Slug, &move.Opts{To: to.model, Server: to.server})
+		time.Sleep(100 * time.Millisecond)
+		l.finish(t, false)
+		if err != nil {
+			t.Fatalf("move to %s: %v", to.model, err)
+		}
+		t.Logf("to %s: pause %s", to.model, res.Pause.Round(time.Millisecond))
+		checkMoved(t, b, tn, l, to.model, to.server)
+	}
+}
