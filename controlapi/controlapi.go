@@ -70,10 +70,9 @@ type Config struct {
 	Record func(ctx context.Context, a Action)
 	// Operations perform the lifecycle verbs (OpSuspend, …), replacing the
 	// platform's own for the verbs they name. The platform performs suspend,
-	// resume, delete, restore, purge and change-tier, each recording its
-	// control-plane event; a verb without an operation (move, today) is
-	// answered 501 Not Implemented. Extension point: the move package wires
-	// OpMove here.
+	// resume, delete, restore, purge, change-tier and move, each recording its
+	// control-plane event; a verb without an operation is answered 501 Not
+	// Implemented.
 	Operations map[string]Operation
 	// Requests, when set, reports a tenant's HTTP requests and 429s (see
 	// Usage); serve counts them.

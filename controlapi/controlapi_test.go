@@ -301,3 +301,34 @@ func TestOpenAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestControlAPIMove moves a tenant through the control API, with the
+// platform's own operation.
+func TestControlAPIMove(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	tn := b.Tenants[0] // shared
+	post := func(body any) (int, []byte, httpx.Problem) {
+		return b.do(t, token, "POST", "/v1/tenants/"+tn.Slug+"/move", body)
+	}
+	if code, _, p := post(map[string]string{"model": "cluster"}); code != 400 || p.Field != "model" {
+		t.Errorf("unknown model: %d %+v", code, p)
+	}
+	if code, _, _ := post(map[string]string{"model": "schema", "server": "pg-nowhere"}); code != 404 {
+		t.Errorf("unknown server: %d", code)
+	}
+	code, out, _ := post(map[string]string{"model": "schema"})
+	if code != 200 || !strings.Contains(string(out), `"to_model":"schema"`) || !strings.Contains(string(out), `"state":"done"`) {
+		t.Fatalf("move: %d %s", code, out)
+	}
+	if a := b.last(); a.Name != "tenant.move" || a.Tenant != tn.Slug || a.Outcome != "ok" {
+		t.Errorf("recorded %+v", a)
+	}
+	now, err := b.Platform.Catalog.Tenant(context.Background(), tn.ID)
+	if err != nil || now.Model != tenancy.ModelSchema {
+		t.Errorf("after the move: %v %v", now, err)
+	}
+	if code, _, _ := post(map[string]string{"model": "schema"}); code != 400 {
+		t.Errorf("moving to where it is: %d, want 400", code)
+	}
+}

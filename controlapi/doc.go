@@ -11,6 +11,7 @@
 // restored, purged and given another tier (the platform records each change
 // in the control-plane log, readable and verifiable here); their audit log
 // read and verified, their usage measured; servers and plans listed; the
-// fleet's migration status read. Move is routed and documented, and answers
-// 501 until an Operation is configured for it (Config.Operations).
+// fleet's migration status read; and moved to another model or server (POST
+// /v1/tenants/{slug}/move with {"model": …, "server": …}, answered once the
+// move is done).
 package controlapi

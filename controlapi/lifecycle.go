@@ -8,13 +8,14 @@ import (
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/catalog"
+	"github.com/tenancyhq/tenancy/move"
 	"github.com/tenancyhq/tenancy/platform"
 	"github.com/tenancyhq/tenancy/provision"
 )
 
-// defaultOperations are the lifecycle verbs the platform performs today. Each
+// defaultOperations are the lifecycle verbs the platform performs. Each
 // records its control-plane event itself (with the operator and client IP of
-// the context). Move is not among them yet.
+// the context).
 func defaultOperations(p *platform.Platform) map[string]Operation {
 	simple := func(fn func(context.Context, string) (*tenancy.Tenant, error)) Operation {
 		return func(ctx context.Context, t *tenancy.Tenant, _ json.RawMessage) (any, error) {
@@ -34,6 +35,24 @@ func defaultOperations(p *platform.Platform) map[string]Operation {
 				return nil, err
 			}
 			return p.PurgeTenant(ctx, t.Slug, &provision.PurgeOpts{Confirm: in.Confirm})
+		},
+		// Move runs the whole move (see package move) before it answers: the
+		// tenant keeps working meanwhile, and an interrupted move is finished
+		// or rolled back by posting it again.
+		OpMove: func(ctx context.Context, t *tenancy.Tenant, body json.RawMessage) (any, error) {
+			var in struct {
+				Model      string `json:"model"`
+				Server     string `json:"server"`
+				KeepSource bool   `json:"keep_source"`
+			}
+			if err := decodeOpBody(body, &in); err != nil {
+				return nil, err
+			}
+			model, err := tenancy.ParseModel(in.Model)
+			if err != nil {
+				return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "model", "%s", err.Error())
+			}
+			return p.Mover.Move(ctx, t.Slug, &move.Opts{To: model, Server: in.Server, KeepSource: in.KeepSource})
 		},
 		OpChangeTier: func(ctx context.Context, t *tenancy.Tenant, body json.RawMessage) (any, error) {
 			var in struct {

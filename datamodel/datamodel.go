@@ -96,6 +96,9 @@ func (m *Model) ApplyTx(ctx context.Context, tx pgx.Tx, target Target) (int, err
 	if err := dataplane.EnsureAuditFunctions(ctx, tx); err != nil {
 		return 0, err
 	}
+	if err := dataplane.EnsureFence(ctx, tx); err != nil {
+		return 0, err
+	}
 	if err := dataplane.EnsureAuditTables(ctx, tx, target.Schema); err != nil {
 		return 0, err
 	}

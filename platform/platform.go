@@ -19,6 +19,7 @@ import (
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/catalog"
 	"github.com/tenancyhq/tenancy/datamodel"
+	"github.com/tenancyhq/tenancy/move"
 	"github.com/tenancyhq/tenancy/provision"
 	"github.com/tenancyhq/tenancy/ratelimit"
 	"github.com/tenancyhq/tenancy/router"
@@ -59,6 +60,7 @@ type Platform struct {
 	Cache       *catalog.Cache
 	Router      *router.Router
 	Provisioner *provision.Provisioner
+	Mover       *move.Mover
 	Model       *datamodel.Model
 	// Limiter decides tenants' request limits; nil unless Config.Limits.
 	Limiter ratelimit.Limiter
@@ -129,6 +131,10 @@ func (p *Platform) open(ctx context.Context, cfg Config) error {
 		Catalog: p.Catalog, Model: p.Model, Key: key, AppRole: cfg.AppRole, AppPassword: cfg.AppPassword,
 		Retention: cfg.Retention,
 	})
+	if err != nil {
+		return err
+	}
+	p.Mover, err = move.New(move.Config{Catalog: p.Catalog, Provisioner: p.Provisioner, Model: p.Model, Logger: cfg.Logger})
 	return err
 }
 

@@ -148,8 +148,11 @@ type TxOpts struct {
 // fn may be called a second time, on a fresh transaction, if its first
 // attempt failed only because a cached statement's result type changed under a
 // different tenant schema (SQLSTATE 0A000 "cached plan must not change result
-// type", seen while a fleet migration has reached some schemas but not others).
-// As with any retried transaction, fn must not have effects outside it.
+// type", seen while a fleet migration has reached some schemas but not others),
+// or because the tenant moved (see the move package): a transaction that
+// reached the tenant's old placement, or waited at a move's fence, is refused
+// there and run again at the placement the catalog now gives. As with any
+// retried transaction, fn must not have effects outside it.
 func (r *Router) Tx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return r.TxWith(ctx, nil, fn)
 }
@@ -177,9 +180,21 @@ func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error
 	}
 	defer release()
 	includeDeleted := opts != nil && opts.IncludeDeleted
-	for attempt := 0; ; attempt++ {
+	planRetried, moveRetried := false, false
+	for {
 		err := r.run(ctx, t, begin, includeDeleted, timeout, fn)
-		if attempt == 0 && isCachedPlanChange(err) {
+		if !planRetried && isCachedPlanChange(err) {
+			planRetried = true
+			continue
+		}
+		if isMovedAway(err) { // see fence.go
+			if moveRetried {
+				return movedAwayAgain(t, err)
+			}
+			moveRetried = true
+			if t, err = r.resolveAfterMove(ctx, t); err != nil {
+				return err
+			}
 			continue
 		}
 		return unavailable(t, err)
@@ -285,7 +300,7 @@ func (r *Router) prelude(ctx context.Context, t *tenancy.Tenant, state *connStat
 	if !state.pooled {
 		sig, sign = sign(pid), nil
 	}
-	return &prelude{sign: sign, begin: begin, args: [10]any{
+	return &prelude{sign: sign, begin: begin, args: [11]any{
 		t.ID.String(),
 		sig,
 		// pg_temp last: otherwise PostgreSQL searches it first for relations,
@@ -298,6 +313,7 @@ func (r *Router) prelude(ctx context.Context, t *tenancy.Tenant, state *connStat
 		clean(c.IP),
 		clean(c.UserAgent),
 		deleted,
+		t.Placement.Schema, // for the move fence
 		timeoutSetting(timeout),
 	}}
 }

@@ -19,7 +19,9 @@ import (
 // connection at session level (with RESET ALL before it): session advisory
 // locks are released, the role is always set (NONE for the shared model; RESET
 // ALL does not touch it), and every app.* setting is written (” when absent).
-const preludeSetSQL = `SELECT pg_advisory_unlock_all(),
+// Before any setting it enters the tenant's move fence (see fence.go), with
+// the tenant's schema ($10).
+const preludeSetSQL = `SELECT pg_advisory_unlock_all(), tenancy.enter($1::text::uuid, $10),
  set_config('app.tenant_id', $1, true), set_config('app.tenant_sig', $2, true),
  set_config('search_path', $3, true), set_config('role', $4, true),
  set_config('app.actor', $5, true), set_config('app.request_id', $6, true),
@@ -27,10 +29,10 @@ const preludeSetSQL = `SELECT pg_advisory_unlock_all(),
  set_config('app.include_deleted', $9, true)`
 
 // preludeSetTimeoutSQL is preludeSetSQL that also sets the tenant's statement
-// timeout ($10), for tenants whose plan has one (see limits.go). Others keep
+// timeout ($11), for tenants whose plan has one (see limits.go). Others keep
 // the server's default, which RESET ALL has just restored, and pay nothing.
 const preludeSetTimeoutSQL = preludeSetSQL + `,
- set_config('statement_timeout', $10, true)`
+ set_config('statement_timeout', $11, true)`
 
 // prelude is what starts a tenant transaction: BEGIN with an explicit mode (not
 // the session's characteristics, which earlier SQL may have changed), RESET
@@ -39,7 +41,7 @@ const preludeSetTimeoutSQL = preludeSetSQL + `,
 // as that statement alone plus COMMIT.
 type prelude struct {
 	begin string  // BEGIN ISOLATION LEVEL … READ WRITE|READ ONLY, from a fixed set
-	args  [10]any // the parameters of preludeSetTimeoutSQL; of preludeSetSQL without the last
+	args  [11]any // the parameters of preludeSetTimeoutSQL; of preludeSetSQL without the last
 	// sign, when set, signs the tenant for a backend that is not yet known:
 	// behind a transaction pooler (see tx.bindBackend). args[1] is then
 	// empty until the transaction is open.
@@ -54,8 +56,8 @@ func (p *prelude) queue(b *pgx.Batch) {
 		b.Queue(p.begin)
 		b.Queue("RESET ALL")
 	}
-	if p.args[9] == "" { // no statement timeout
-		b.Queue(preludeSetSQL, p.args[:9]...)
+	if p.args[10] == "" { // no statement timeout
+		b.Queue(preludeSetSQL, p.args[:10]...)
 		return
 	}
 	b.Queue(preludeSetTimeoutSQL, p.args[:]...)

@@ -2,8 +2,9 @@
 //
 //	tenancy demo                      start an embedded PostgreSQL, sample tenants and data, and serve them
 //	tenancy serve                     serve the application, the control API and the dashboard
-//	tenancy servers add|list          the servers of the data plane
-//	tenancy tenants …                 the tenants: create, list, show, suspend, resume, delete, restore, purge
+//	tenancy servers add|list|drain    the servers of the data plane
+//	tenancy tenants …                 the tenants: create, list, show, suspend, resume, delete, restore, purge,
+//	                                  move, export, import
 //	tenancy migrate up|status         the tenant data model on every target of the fleet
 //	tenancy audit list|verify         a tenant's audit log, and its hash chain
 //
@@ -68,6 +69,8 @@ Usage:
                                        the same server, without sample data (token: $TENANCY_OPERATOR_TOKEN)
   tenancy servers add NAME --dsn URL [--region R] [--capacity N]
   tenancy servers list [--json]
+  tenancy servers drain NAME [--to NAME] [--json]
+                                       move every tenant off a server (same model), with progress
   tenancy tenants create SLUG --model shared|schema|database [--name N] [--tier T] [--server S] [--region R] [--json]
                                        re-running it finishes a provisioning that was interrupted
   tenancy tenants list [--status S] [--model M] [--server S] [--json]
@@ -80,6 +83,14 @@ Usage:
                                        passed; the catalog keeps a tombstone; re-running finishes a purge
   tenancy tenants continue|rollback SLUG   finish, or undo, an interrupted provisioning (continue: or purge)
   tenancy tenants set-tier SLUG TIER [--json]
+  tenancy tenants move SLUG --to shared|schema|database | --tier TIER [--server NAME] [--keep-source] [--json]
+                                       move a tenant to another isolation model or server, online; with
+                                       --tier, set its tier and move it to the tier's model (free: shared,
+                                       pro: schema, enterprise: database)
+  tenancy tenants export SLUG [--out FILE]
+                                       write an archive of everything the tenant owns (default: stdout)
+  tenancy tenants import FILE [--slug S] [--model M] [--server S] [--tier T] [--json]
+                                       restore an exported tenant, in any model, at the same data model version
   tenancy migrate up [--canary N | --group G] [--fail-fast] [--parallel N] [--per-server N] [--json]
   tenancy migrate status [--json]      every target's version, pending migrations and drift
   tenancy audit list --tenant SLUG [--since T] [--until T] [--actor A] [--table T] [--after N] [--limit N] [--json]
@@ -124,6 +135,9 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 			return errUsage
 		}
 		return nil
+	}
+	if len(args) > 1 && args[0] == "tenants" && moveCommands[args[1]] != nil { // see move.go
+		return moveCommands[args[1]](m, ctx, args[2:])
 	}
 	switch args[0] {
 	case "demo":

@@ -13,6 +13,9 @@ func (m *Main) runServers(ctx context.Context, args []string) error {
 		fmt.Fprint(m.Stderr, usage)
 		return errUsage
 	}
+	if args[0] == "drain" { // see move.go
+		return m.runServersDrain(ctx, args[1:])
+	}
 	var c common
 	var dsn, region string
 	var capacity int
@@ -52,7 +55,7 @@ func (m *Main) runServers(ctx context.Context, args []string) error {
 		}
 		return m.printServers(c.json, ss...)
 	}
-	return m.usageError("servers add|list")
+	return m.usageError("servers add|list|drain")
 }
 
 func (m *Main) printServers(asJSON bool, ss ...*tenancy.Server) error {

@@ -269,21 +269,28 @@ func auditSchemaFunctions(schema string) []string {
 // this version's. It is idempotent; concurrent callers in one database take
 // turns (CREATE OR REPLACE of one function at once fails).
 func EnsureAuditFunctions(ctx context.Context, q Querier) error {
+	return ensureVersioned(ctx, q, "audit functions", "tenancy.soft_delete()", auditVersion, auditFunctions)
+}
+
+// ensureVersioned runs stmts in the current database unless the function
+// proc already carries version as its comment, then comments it so. Callers
+// in one database take turns on an advisory lock named after what.
+func ensureVersioned(ctx context.Context, q Querier, what, proc, version string, stmts []string) error {
 	var current bool
-	err := q.QueryRow(ctx, `SELECT coalesce(obj_description(to_regprocedure('tenancy.soft_delete()'), 'pg_proc') = $1, false)`,
-		auditVersion).Scan(&current)
+	err := q.QueryRow(ctx, `SELECT coalesce(obj_description(to_regprocedure($1), 'pg_proc') = $2, false)`,
+		proc, version).Scan(&current)
 	if err != nil {
-		return fmt.Errorf("look up audit functions: %w", err)
+		return fmt.Errorf("look up %s: %w", what, err)
 	}
 	if current {
 		return nil
 	}
-	if _, err := q.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('tenancy.audit_functions'))`); err != nil {
-		return fmt.Errorf("lock audit functions: %w", err)
+	if _, err := q.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('tenancy.' || $1))`, what); err != nil {
+		return fmt.Errorf("lock %s: %w", what, err)
 	}
-	for _, s := range append(auditFunctions, `COMMENT ON FUNCTION tenancy.soft_delete() IS `+QuoteLiteral(auditVersion)) {
+	for _, s := range append(stmts, `COMMENT ON FUNCTION `+proc+` IS `+QuoteLiteral(version)) {
 		if _, err := q.Exec(ctx, s); err != nil {
-			return fmt.Errorf("create audit functions: %w", err)
+			return fmt.Errorf("create %s: %w", what, err)
 		}
 	}
 	return nil

@@ -56,11 +56,19 @@ func EnsureAppRole(ctx context.Context, q Querier, role, password string) error 
 }
 
 // EnsureTenantRole creates a tenant's NOLOGIN role, if missing, and lets the
-// application role SET ROLE to it.
+// application role SET ROLE to it. The role may exist already (a tenant
+// moving to another placement on its server): it is looked up first, since
+// a failed CREATE ROLE would abort the caller's transaction.
 func EnsureTenantRole(ctx context.Context, q Querier, role, appRole string) error {
-	_, err := q.Exec(ctx, "CREATE ROLE "+Ident(role)+" NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT")
-	if err != nil && !isDuplicate(err) {
-		return fmt.Errorf("create role %s: %w", role, err)
+	var exists bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, role).Scan(&exists); err != nil {
+		return fmt.Errorf("look up role %s: %w", role, err)
+	}
+	if !exists {
+		_, err := q.Exec(ctx, "CREATE ROLE "+Ident(role)+" NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT")
+		if err != nil && !isDuplicate(err) {
+			return fmt.Errorf("create role %s: %w", role, err)
+		}
 	}
 	if _, err := q.Exec(ctx, "GRANT "+Ident(role)+" TO "+Ident(appRole)); err != nil {
 		return fmt.Errorf("grant role %s to %s: %w", role, appRole, err)
