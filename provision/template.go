@@ -20,9 +20,11 @@ import (
 // is used, so a clone grants nothing to anyone until its data_model step.
 const templateRole = "tenancy_template"
 
-// cloneRetry bounds how long a clone waits for a template that someone is
-// connected to.
-const cloneRetry = 3 * time.Second
+// cloneRetry bounds how long a clone keeps trying a template that someone is
+// connected to. PostgreSQL itself waits up to 5 s for them to leave before
+// it fails the CREATE DATABASE; then the clone tries again until this has
+// passed.
+const cloneRetry = 12 * time.Second
 
 // TemplateName is the name of the template database that servers keep for a
 // data model.
@@ -55,8 +57,8 @@ func (p *Provisioner) createDatabase(ctx context.Context, s *session) error {
 			}
 			built = true
 		case errors.As(err, &pgErr) && pgErr.Code == "55006" && time.Now().Before(deadline): // object_in_use
-			// Someone is connected to the template: PostgreSQL will not
-			// copy it until they leave.
+			// Someone stayed connected to the template: PostgreSQL will
+			// not copy it until they leave.
 			select {
 			case <-ctx.Done():
 				return ctx.Err()

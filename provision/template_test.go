@@ -173,7 +173,8 @@ func TestTemplateBuiltOnceUnderConcurrency(t *testing.T) {
 }
 
 // TestTemplateInUse: while someone is connected to the template database,
-// a clone waits for them to leave instead of failing.
+// a clone waits for them to leave instead of failing, also longer than
+// PostgreSQL waits by itself.
 func TestTemplateInUse(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -194,15 +195,18 @@ func TestTemplateInUse(t *testing.T) {
 	if _, err := b.admin.Exec(ctx, `ALTER DATABASE `+name+` WITH ALLOW_CONNECTIONS false`); err != nil {
 		t.Fatal(err)
 	}
+	// Longer than the 5 s PostgreSQL waits by itself before it fails the
+	// CREATE DATABASE.
+	const stay = 6 * time.Second
 	go func() {
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(stay)
 		intruder.Close(context.Background())
 	}()
 	start := time.Now()
 	if _, err := b.create(t, pv, &provision.CreateOpts{Slug: pgtest.UniqueName("tu-"), Model: tenancy.ModelDatabase, Server: b.server}); err != nil {
 		t.Fatalf("Create while the template is in use: %v", err)
 	}
-	if waited := time.Since(start); waited < 400*time.Millisecond {
+	if waited := time.Since(start); waited < stay {
 		t.Fatalf("the clone did not wait for the template (%s): was anyone connected?", waited)
 	}
 }
