@@ -3,6 +3,7 @@ package provision_test
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/datamodel"
+	"github.com/tenancyhq/tenancy/examples/crm"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 	"github.com/tenancyhq/tenancy/provision"
 )
@@ -117,7 +119,16 @@ func TestTemplateCloneProtectedLikeReplay(t *testing.T) {
 
 // crmModel is the example CRM's data model as a map, to extend.
 func crmModel(t *testing.T) fstest.MapFS {
-	return fstest.MapFS{"001_contacts.sql": crmFile(t, "001_contacts.sql"), "002_deals.sql": crmFile(t, "002_deals.sql")}
+	t.Helper()
+	entries, err := fs.ReadDir(crm.Migrations(), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := fstest.MapFS{}
+	for _, e := range entries {
+		files[e.Name()] = crmFile(t, e.Name())
+	}
+	return files
 }
 
 // freshModel is the CRM's data model and one more table, with a unique
@@ -125,7 +136,7 @@ func crmModel(t *testing.T) fstest.MapFS {
 func freshModel(t *testing.T, table string) (fstest.MapFS, *datamodel.Model) {
 	t.Helper()
 	files := crmModel(t)
-	files["003_"+table+".sql"] = &fstest.MapFile{Data: []byte(fmt.Sprintf(
+	files["900_"+table+".sql"] = &fstest.MapFile{Data: []byte(fmt.Sprintf(
 		`CREATE TABLE %s (tenant_id uuid NOT NULL, id bigint, PRIMARY KEY (tenant_id, id)); -- %s`, table, pgtest.UniqueName("n")))}
 	model, err := datamodel.Load(files)
 	if err != nil {
@@ -141,7 +152,7 @@ func TestTemplateBuiltOnceUnderConcurrency(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := setup(t)
-	files, model := freshModel(t, "notes")
+	files, model := freshModel(t, "extra_notes")
 	// Two provisioners, as two processes would have.
 	pvs := []*provision.Provisioner{b.newProvisioner(t, files, nil), b.newProvisioner(t, files, nil)}
 	var wg sync.WaitGroup
@@ -179,7 +190,7 @@ func TestTemplateInUse(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := setup(t)
-	files, model := freshModel(t, "tags")
+	files, model := freshModel(t, "extra_tags")
 	pv := b.newProvisioner(t, files, nil)
 	if _, err := b.create(t, pv, &provision.CreateOpts{Slug: pgtest.UniqueName("tu-"), Model: tenancy.ModelDatabase, Server: b.server}); err != nil {
 		t.Fatal(err)
