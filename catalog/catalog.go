@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"sync"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -29,6 +30,10 @@ const versionTable = "catalog.schema_migrations"
 // Catalog reads and writes the control plane.
 type Catalog struct {
 	pool *pgxpool.Pool
+
+	locksOnce sync.Once
+	locks     *pgxpool.Pool // connections holding tenant locks; see LockTenant
+	locksErr  error
 }
 
 // Open connects to the catalog database at url. It does not change the
@@ -53,7 +58,13 @@ func Open(ctx context.Context, url string) (*Catalog, error) {
 }
 
 // Close closes the catalog's connections.
-func (c *Catalog) Close() { c.pool.Close() }
+func (c *Catalog) Close() {
+	c.locksOnce.Do(func() {}) // no lock pool after Close
+	if c.locks != nil {
+		c.locks.Close()
+	}
+	c.pool.Close()
+}
 
 // Pool returns the catalog's connection pool, for packages of this module that
 // keep their own control-plane tables beside the catalog's.

@@ -217,8 +217,13 @@ func TestOperations(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := open(t, b.url)
-	_, err = other.LockTenant(ctx, tn.ID, tn.Slug)
-	tenanttest.WantCode(t, "a second lock holder", err, tenancy.CodeConflict)
+	if unlockOther, err := other.LockTenant(ctx, tn.ID, tn.Slug); err == nil {
+		unlockOther()
+		unlock()
+		t.Fatal("a second process took the tenant's lock")
+	} else {
+		tenanttest.WantCode(t, "a second lock holder", err, tenancy.CodeConflict)
+	}
 	unlock()
 	unlock2, err := other.LockTenant(ctx, tn.ID, tn.Slug)
 	if err != nil {

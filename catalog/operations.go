@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenancyhq/tenancy"
 )
@@ -227,8 +228,20 @@ func (c *Catalog) Operations(ctx context.Context, opts *OperationOpts) ([]*Opera
 // process dies), that only one process at a time may hold for a tenant: the
 // one running one of its operations. It fails with CodeConflict when another
 // process holds it.
+//
+// The lock lives on a connection of its own pool: a holder then needs the
+// catalog's pool only for its own statements, so holders never starve each
+// other of connections; when the lock pool is exhausted, more callers wait.
 func (c *Catalog) LockTenant(ctx context.Context, id uuid.UUID, slug string) (unlock func(), err error) {
-	conn, err := c.pool.Acquire(ctx)
+	c.locksOnce.Do(func() {
+		cfg := c.pool.Config().Copy()
+		cfg.MinConns = 0
+		c.locks, c.locksErr = pgxpool.NewWithConfig(context.WithoutCancel(ctx), cfg)
+	})
+	if c.locks == nil {
+		return nil, fmt.Errorf("lock tenant %q: the catalog is closed (%v)", slug, c.locksErr)
+	}
+	conn, err := c.locks.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("lock tenant %q: %w", slug, err)
 	}

@@ -27,8 +27,11 @@
 // the data model and protects its tables (grants, Row-Level Security, tenant
 // pin, soft-delete and audit triggers) in one transaction. database creates
 // the database by cloning the server's template database (see below);
-// data_model then applies, in one transaction, what differs per tenant: the
-// platform key, the grants to the tenant's role and the tenant pin. activate
+// data_model then brings it to the data model in one transaction — in a
+// clone the migrations are already applied, and what remains is what differs
+// per tenant: the platform key, the grants to the tenant's role and the
+// tenant pin (with Config.NoTemplate, an empty database replays every
+// migration instead). activate
 // marks the tenant active, finishes the operation and records the
 // tenant_created event in one catalog transaction, so a tenant is never
 // active without its storage. Rolling back drops the storage (only when the
@@ -40,9 +43,10 @@
 //
 // A database-model tenant starts as a copy (CREATE DATABASE … TEMPLATE) of a
 // template database kept on each server at the data model's latest version,
-// named tenancy_tmpl_ and a digest of the data model. It is built on first
-// use, and again when the data model changes, under an advisory lock on the
-// server; clones take that lock shared. Nobody may connect to it
+// named tenancy_tmpl_ and a digest of the data model, so a changed data model
+// gets a new template. It is built on first use, under an advisory lock on the
+// server, in a database of a unique name that is renamed once complete: a
+// half-built template is never cloned. Nobody may connect to it
 // (ALLOW_CONNECTIONS false), because PostgreSQL refuses to copy a database
 // that someone is connected to; a clone that still meets a connection retries
 // briefly. Templates of earlier data models are left in place, since another

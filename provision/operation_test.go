@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -47,28 +48,11 @@ type failpoint struct {
 	armed atomic.Bool
 }
 
-func (b *testBundle) failpoint(t *testing.T, kind catalog.OpKind, step string, after, panics bool, opts *provision.Config) *failpoint {
+func (b *testBundle) failpoint(t *testing.T, kind catalog.OpKind, step string, after, panics bool, cfg *provision.Config) *failpoint {
 	t.Helper()
-	model, err := datamodel.Load(crm.Migrations())
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := b.Platform.Catalog.TenantKey(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := provision.Config{}
-	if opts != nil {
-		cfg = *opts
-	}
-	cfg.Catalog, cfg.Model, cfg.Key, cfg.AppRole = b.Platform.Catalog, model, key, b.AppRole
-	p, err := provision.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &failpoint{Provisioner: p}
+	f := &failpoint{Provisioner: b.newProvisioner(t, crm.Migrations(), cfg)}
 	f.armed.Store(true)
-	provision.SetHook(p, func(k catalog.OpKind, s string, a bool) error {
+	provision.SetHook(f.Provisioner, func(k catalog.OpKind, s string, a bool) error {
 		if k != kind || s != step || a != after || !f.armed.CompareAndSwap(true, false) {
 			return nil
 		}
@@ -78,6 +62,30 @@ func (b *testBundle) failpoint(t *testing.T, kind catalog.OpKind, step string, a
 		return fmt.Errorf("%s %s: %w", map[bool]string{false: "before", true: "after"}[after], step, errInjected)
 	})
 	return f
+}
+
+// newProvisioner returns a provisioner of the bundle's platform with the data
+// model in fsys and the settings of cfg (nil: defaults).
+func (b *testBundle) newProvisioner(t *testing.T, fsys fs.FS, cfg *provision.Config) *provision.Provisioner {
+	t.Helper()
+	model, err := datamodel.Load(fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := b.Platform.Catalog.TenantKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := provision.Config{}
+	if cfg != nil {
+		c = *cfg
+	}
+	c.Catalog, c.Model, c.Key, c.AppRole = b.Platform.Catalog, model, key, b.AppRole
+	p, err := provision.New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // crashed runs fn and reports whether it died of the injected crash.

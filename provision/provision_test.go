@@ -51,19 +51,7 @@ func setup(t *testing.T) *testBundle {
 // provisioner returns a provisioner of the bundle's platform with another data model.
 func (b *testBundle) provisioner(t *testing.T, files fstest.MapFS) *provision.Provisioner {
 	t.Helper()
-	model, err := datamodel.Load(files)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := b.Platform.Catalog.TenantKey(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := provision.New(provision.Config{Catalog: b.Platform.Catalog, Model: model, Key: key, AppRole: b.AppRole})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return b.newProvisioner(t, files, nil)
 }
 
 // create provisions a tenant and drops what it outlives the test with.

@@ -2,15 +2,159 @@ package provision
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenancyhq/tenancy/datamodel"
 	"github.com/tenancyhq/tenancy/internal/dataplane"
 )
 
-// createDatabase creates the tenant's database.
+// templateRole is the NOLOGIN role a template database's tables are
+// protected for while it is built; its grants are revoked before the template
+// is used, so a clone grants nothing to anyone until its data_model step.
+const templateRole = "tenancy_template"
+
+// cloneRetry bounds how long a clone keeps trying a template that someone is
+// connected to. PostgreSQL itself waits up to 5 s for them to leave before
+// it fails the CREATE DATABASE; then the clone tries again until this has
+// passed.
+const cloneRetry = 12 * time.Second
+
+// TemplateName is the name of the template database that servers keep for a
+// data model.
+func TemplateName(m *datamodel.Model) string { return "tenancy_tmpl_" + m.Digest() }
+
+// createDatabase creates the tenant's database: a copy of the server's
+// template database (built first if missing), or an empty database with
+// NoTemplate. It is idempotent.
 func (p *Provisioner) createDatabase(ctx context.Context, s *session) error {
 	conn, err := s.conn(ctx, "")
 	if err != nil {
 		return err
 	}
-	return dataplane.CreateDatabase(ctx, conn, s.t.Placement.Database, "", p.cfg.AppRole)
+	db := s.t.Placement.Database
+	if p.cfg.NoTemplate {
+		return dataplane.CreateDatabase(ctx, conn, db, "", p.cfg.AppRole)
+	}
+	tmpl := TemplateName(p.cfg.Model)
+	built := false
+	deadline := time.Now().Add(cloneRetry)
+	for {
+		err := dataplane.CreateDatabase(ctx, conn, db, tmpl, p.cfg.AppRole)
+		var pgErr *pgconn.PgError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &pgErr) && pgErr.Code == "3D000" && !built: // invalid_catalog_name: no template yet
+			if err := p.buildTemplate(ctx, s, tmpl); err != nil {
+				return fmt.Errorf("build template database %s: %w", tmpl, err)
+			}
+			built = true
+		case errors.As(err, &pgErr) && pgErr.Code == "55006" && time.Now().Before(deadline): // object_in_use
+			// Someone stayed connected to the template: PostgreSQL will
+			// not copy it until they leave.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		default:
+			return err
+		}
+	}
+}
+
+// buildTemplate builds the template database tmpl on the session's server:
+// the tenancy schema and the data model at its latest version, protected, in
+// a database of a unique name that is then closed to connections, marked a
+// template and renamed tmpl. The advisory lock keeps the platform's
+// provisioners from building it twice at once; the rename keeps any other
+// builder (another platform on the same server) from ever exposing a
+// half-built template: the second rename fails and its copy is dropped.
+func (p *Provisioner) buildTemplate(ctx context.Context, s *session, tmpl string) (err error) {
+	conn, err := s.conn(ctx, "")
+	if err != nil {
+		return err
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtext('tenancy.template:' || $1))`, tmpl); err != nil {
+		return err
+	}
+	defer func() {
+		_, uErr := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtext('tenancy.template:' || $1))`, tmpl)
+		err = errors.Join(err, uErr)
+	}()
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, tmpl).Scan(&exists); err != nil || exists {
+		return err
+	}
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	build := tmpl + "_" + hex.EncodeToString(suffix)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+dataplane.Ident(build)); err != nil {
+		return err
+	}
+	drop := func() {
+		cctx := context.WithoutCancel(ctx)
+		_, _ = conn.Exec(cctx, "ALTER DATABASE "+dataplane.Ident(build)+" WITH IS_TEMPLATE false")
+		_ = dataplane.DropDatabase(cctx, conn, build)
+	}
+	if err := p.fillTemplate(ctx, s, build); err != nil {
+		drop()
+		return err
+	}
+	if _, err := conn.Exec(ctx, "ALTER DATABASE "+dataplane.Ident(build)+" WITH ALLOW_CONNECTIONS false IS_TEMPLATE true"); err != nil {
+		drop()
+		return err
+	}
+	_, err = conn.Exec(ctx, "ALTER DATABASE "+dataplane.Ident(build)+" RENAME TO "+dataplane.Ident(tmpl))
+	var pgErr *pgconn.PgError
+	if err != nil {
+		drop()
+		if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // duplicate_database: another builder won
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// fillTemplate applies the data model in database db, protected for the
+// template role, then revokes that role's grants, and closes its connection.
+func (p *Provisioner) fillTemplate(ctx context.Context, s *session, db string) error {
+	shared, err := s.conn(ctx, "")
+	if err != nil {
+		return err
+	}
+	if _, err := shared.Exec(ctx, `DO $$ BEGIN CREATE ROLE `+dataplane.Ident(templateRole)+` NOLOGIN NOINHERIT;
+		EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`); err != nil {
+		return fmt.Errorf("create role %s: %w", templateRole, err)
+	}
+	defer s.closeDB(ctx, db)
+	return s.tx(ctx, db, func(tx pgx.Tx) error {
+		if err := dataplane.BootstrapDatabase(ctx, tx, p.cfg.Key); err != nil {
+			return err
+		}
+		if _, err := p.cfg.Model.ApplyTx(ctx, tx, datamodel.Target{Schema: DatabaseSchema, Grantee: templateRole}); err != nil {
+			return err
+		}
+		// Revoke only where granted: a REVOKE elsewhere would leave an
+		// explicit owner-only privilege list that a replayed tenant has not.
+		_, err := tx.Exec(ctx, `DO $$ DECLARE r record; BEGIN
+			FOR r IN SELECT c.oid::regclass AS rel, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+				WHERE n.nspname = `+dataplane.QuoteLiteral(DatabaseSchema)+` AND c.relacl::text LIKE '%'||`+dataplane.QuoteLiteral(templateRole+"=")+`||'%' LOOP
+				EXECUTE format('REVOKE ALL ON %s %s FROM %I', CASE WHEN r.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, r.rel, `+dataplane.QuoteLiteral(templateRole)+`);
+			END LOOP;
+		END $$`)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "REVOKE ALL ON SCHEMA "+dataplane.Ident(DatabaseSchema)+" FROM "+dataplane.Ident(templateRole))
+		return err
+	})
 }
