@@ -6,7 +6,6 @@ package platform_test
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -22,18 +21,6 @@ import (
 	"github.com/tenancyhq/tenancy/platform"
 	"github.com/tenancyhq/tenancy/provision"
 )
-
-var strict = flag.Bool("fault.strict", false, "fail, instead of skipping, on the known gaps that TestFaultCatalogUnreachable documents")
-
-// knownGap skips the (sub)test on a behaviour that docs/RELIABILITY.md lists as
-// a known gap, saying why; with -fault.strict it fails instead, to check a fix.
-func knownGap(t *testing.T, why, format string, args ...any) {
-	t.Helper()
-	if *strict {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf("known gap: %s: "+format, append([]any{why}, args...)...)
-}
 
 // faultApp serves GET / for the tenant named by X-Tenant with one tenant
 // transaction, as an application would.
@@ -114,8 +101,7 @@ func TestFaultCatalogUnreachable(t *testing.T) {
 		for time.Since(outage) < 2*time.Second {
 			for _, tn := range known {
 				if got, code := status(t, srv, tn.Slug); got != http.StatusOK {
-					knownGap(t, "the cache forgets every tenant when its catalog listener loses its connection (catalog/cache.go: listen calls Flush), and a lookup that misses fails while the catalog is down",
-						"%s tenant %v into the outage: %d %s, want 200 from the cache", tn.Model, time.Since(outage).Round(time.Millisecond), got, code)
+					t.Fatalf("%s tenant %v into the outage: %d %s, want 200 from the cache", tn.Model, time.Since(outage).Round(time.Millisecond), got, code)
 				}
 			}
 			time.Sleep(50 * time.Millisecond)
@@ -125,8 +111,7 @@ func TestFaultCatalogUnreachable(t *testing.T) {
 		start := time.Now()
 		got, code := status(t, srv, "never-heard-of")
 		if got != http.StatusServiceUnavailable || code != tenancy.CodeUnavailable {
-			knownGap(t, "catalog errors other than not-found carry no code (catalog/cache.go resolve), so httpx answers 500",
-				"unknown slug during the outage: %d %s, want 503 %s (the catalog cannot say it does not exist)", got, code, tenancy.CodeUnavailable)
+			t.Errorf("unknown slug during the outage: %d %s, want 503 %s (the catalog cannot say it does not exist)", got, code, tenancy.CodeUnavailable)
 		}
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("the answer took %v", d)
@@ -141,8 +126,7 @@ func TestFaultCatalogUnreachable(t *testing.T) {
 			t.Fatal("a tenant was created while the catalog was unreachable")
 		}
 		if tenancy.ErrorCode(err) != tenancy.CodeUnavailable {
-			knownGap(t, "the provisioner and the catalog return connection errors without a code (CodeInternal)",
-				"create tenant during the outage: code %s (%v), want %s", tenancy.ErrorCode(err), err, tenancy.CodeUnavailable)
+			t.Errorf("create tenant during the outage: code %s (%v), want %s", tenancy.ErrorCode(err), err, tenancy.CodeUnavailable)
 		}
 		if d := time.Since(start); d > 6*time.Second {
 			t.Errorf("the refusal took %v", d)
