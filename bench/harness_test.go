@@ -446,7 +446,9 @@ func median(xs []float64) float64 {
 // TestCompare runs the comparison: a smoke round by default, the full run with
 // -compare. With -out it writes report.md and ratios.png there.
 func TestCompare(t *testing.T) {
-	t.Parallel() // the smoke rounds run side by side; run one comparison at a time
+	if !*compare {
+		t.Parallel() // the smoke rounds run side by side; measurements one at a time
+	}
 	r, n := 1, 5
 	if *compare {
 		r, n = *rounds, *ops

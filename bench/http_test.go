@@ -104,7 +104,9 @@ func crmHandler(p interface {
 // router, and drives them with closed-loop clients: p50, p99 and throughput per
 // model. A smoke second by default; -http for the real run.
 func TestHTTP(t *testing.T) {
-	t.Parallel() // the smoke rounds run side by side; run one comparison at a time
+	if !*httpRun {
+		t.Parallel() // the smoke rounds run side by side; measurements one at a time
+	}
 	duration, clients := time.Second, 2
 	if *httpRun {
 		duration, clients = *httpDuration, *httpClients
