@@ -6,7 +6,6 @@ package platform_test
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -223,18 +222,12 @@ func TestFaultCatalogUnreachableWithLimits(t *testing.T) {
 	catalogServer.Start(t)
 }
 
-var concurrentCreates = flag.Bool("fault.provision", false, "run TestFaultConcurrentProvisioning, which fails today (docs/RELIABILITY.md)")
-
 // TestFaultConcurrentProvisioning creates more tenants at once than the
-// catalog's connection pool has connections: every Create must finish. Today
-// each Create holds a catalog connection for its tenant lock and waits for
-// another from the same pool, so as many Creates as the pool has connections
-// (4 by default) wait for each other for ever; the test is skipped unless
-// -fault.provision.
+// catalog's connection pool has connections: every Create must finish. Each
+// Create holds a connection for its tenant lock while it asks for others; the
+// locks have a pool of their own, without which as many Creates as the pool
+// has connections (4 by default) wait for each other for ever.
 func TestFaultConcurrentProvisioning(t *testing.T) {
-	if !*concurrentCreates {
-		t.Skip("known bug, docs/RELIABILITY.md: concurrent tenant creation deadlocks on the catalog pool; run with -fault.provision")
-	}
 	t.Parallel()
 	b := tenanttest.Setup(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
