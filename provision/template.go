@@ -116,7 +116,11 @@ func (p *Provisioner) buildTemplate(ctx context.Context, s *session, tmpl string
 	var pgErr *pgconn.PgError
 	if err != nil {
 		drop()
-		if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // duplicate_database: another builder won
+		// Another builder won: duplicate_database, or, when both renames run
+		// at once, the unique index of pg_database itself. (The advisory
+		// lock covers one database's sessions only: builders connected to
+		// different databases of the server do not exclude each other.)
+		if errors.As(err, &pgErr) && (pgErr.Code == "42P04" || pgErr.Code == "23505") {
 			return nil
 		}
 		return err
