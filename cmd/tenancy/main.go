@@ -1,4 +1,5 @@
-// Command tenancy runs and administers a tenancy installation.
+// Command tenancy runs and administers a tenancy installation, with the
+// example CRM's data model (or the one --migrations names).
 //
 //	tenancy demo                      start an embedded PostgreSQL, sample tenants and data, and serve them
 //	tenancy serve                     serve the application, the control API and the dashboard
@@ -8,162 +9,14 @@
 //	tenancy migrate up|status         the tenant data model on every target of the fleet
 //	tenancy audit list|verify         a tenant's audit log, and its hash chain
 //
-// Connection settings come from --database-url or TENANCY_DATABASE_URL (the
-// catalog database); with neither, the embedded PostgreSQL in --data-dir.
+// `tenancy help` prints every command and flag. The command set is the cli
+// package, for binaries of one's own.
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"io"
 	"os"
-	"os/signal"
-	"os/user"
-	"syscall"
 
-	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
-	err := m.Run(ctx, os.Args[1:])
-	m.Close()
-	if err != nil {
-		if err != errUsage { // a bare errUsage was reported already
-			fmt.Fprintln(os.Stderr, "tenancy:", err)
-		}
-		os.Exit(exitCode(err))
-	}
-}
-
-// exitCode tells kinds of failure apart for scripts: 2 bad usage or input,
-// 3 not found, 4 conflict, 1 anything else.
-func exitCode(err error) int {
-	if errors.Is(err, errUsage) {
-		return 2
-	}
-	switch tenancy.ErrorCode(err) {
-	case tenancy.CodeInvalid:
-		return 2
-	case tenancy.CodeNotFound:
-		return 3
-	case tenancy.CodeConflict:
-		return 4
-	}
-	return 1
-}
-
-var errUsage = errors.New("usage")
-
-const usage = `tenancy — multi-tenant SaaS on PostgreSQL
-
-Usage:
-  tenancy demo [--addr A]              start the embedded PostgreSQL (unless TENANCY_DATABASE_URL is set),
-                                       create one tenant per isolation model with sample data and a demo
-                                       user, serve the example CRM, the control API and the dashboard on
-                                       loopback, and print how to try them; Ctrl-C stops
-  tenancy serve [--addr A] --operator-token T
-                                       the same server, without sample data (token: $TENANCY_OPERATOR_TOKEN)
-  tenancy servers add NAME --dsn URL [--region R] [--capacity N]
-  tenancy servers list [--json]
-  tenancy servers drain NAME [--to NAME] [--json]
-                                       move every tenant off a server (same model), with progress
-  tenancy tenants create SLUG --model shared|schema|database [--name N] [--tier T] [--server S] [--region R] [--json]
-                                       re-running it finishes a provisioning that was interrupted
-  tenancy tenants list [--status S] [--model M] [--server S] [--json]
-  tenancy tenants show SLUG [--json]   the tenant, and its recent operations
-  tenancy tenants suspend|resume SLUG [--json]  suspended: requests get 403, data is kept
-  tenancy tenants delete SLUG [--json]          soft delete: requests get 410, data is kept
-  tenancy tenants restore SLUG [--json]
-  tenancy tenants purge SLUG --confirm SLUG [--retention DURATION] [--json]
-                                       destroy a deleted tenant's data once its retention (default 720h) has
-                                       passed; the catalog keeps a tombstone; re-running finishes a purge
-  tenancy tenants continue|rollback SLUG   finish, or undo, an interrupted provisioning (continue: or purge)
-  tenancy tenants set-tier SLUG TIER [--json]
-  tenancy tenants move SLUG --to shared|schema|database | --tier TIER [--server NAME] [--keep-source] [--json]
-                                       move a tenant to another isolation model or server, online; with
-                                       --tier, set its tier and move it to the tier's model (free: shared,
-                                       pro: schema, enterprise: database)
-  tenancy tenants export SLUG [--out FILE]
-                                       write an archive of everything the tenant owns (default: stdout)
-  tenancy tenants import FILE [--slug S] [--model M] [--server S] [--tier T] [--json]
-                                       restore an exported tenant, in any model, at the same data model version
-  tenancy migrate up [--canary N | --group G] [--fail-fast] [--parallel N] [--per-server N] [--json]
-  tenancy migrate status [--json]      every target's version, pending migrations and drift
-  tenancy audit list --tenant SLUG [--since T] [--until T] [--actor A] [--table T] [--after N] [--limit N] [--json]
-  tenancy audit verify --tenant SLUG [--json]
-                                       check the tenant's hash-chained audit log; names the first bad entry
-  tenancy audit list --control [--tenant SLUG] [--kind K] [--operator O] [--since T] [--until T] [--after N] [--limit N] [--json]
-  tenancy audit verify --control [--json]
-                                       the control plane's log: tenants created, suspended, deleted, purged,
-                                       migrations run…, with the operator ($TENANCY_OPERATOR, else the OS user)
-
-Common flags:
-  --database-url URL   the catalog database (default: $TENANCY_DATABASE_URL, else the embedded PostgreSQL)
-  --data-dir DIR       the embedded PostgreSQL's data directory (default: $TENANCY_DATA_DIR, else a per-user directory)
-  --migrations DIR     the tenant data model's migrations (default: the example CRM's)
-`
-
-// Main is the binary, reusable by end-to-end tests.
-type Main struct {
-	Stdout, Stderr io.Writer
-	Getenv         func(string) string
-
-	closers []func()
-}
-
-// Close releases what Run opened (connections, the embedded PostgreSQL).
-func (m *Main) Close() {
-	for i := len(m.closers) - 1; i >= 0; i-- {
-		m.closers[i]()
-	}
-	m.closers = nil
-}
-
-// Run runs one command. Changes are recorded as made by the actor that ctx
-// carries, else by the operator named by $TENANCY_OPERATOR, else the OS user.
-func (m *Main) Run(ctx context.Context, args []string) error {
-	if _, ok := tenancy.ActorFromContext(ctx); !ok {
-		ctx = tenancy.WithActor(ctx, tenancy.Actor{Kind: "operator", ID: m.operator()})
-	}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(m.Stdout, usage)
-		if len(args) == 0 {
-			return errUsage
-		}
-		return nil
-	}
-	if len(args) > 1 && args[0] == "tenants" && moveCommands[args[1]] != nil { // see move.go
-		return moveCommands[args[1]](m, ctx, args[2:])
-	}
-	switch args[0] {
-	case "demo":
-		return m.runDemo(ctx, args[1:])
-	case "serve":
-		return m.runServe(ctx, args[1:])
-	case "servers":
-		return m.runServers(ctx, args[1:])
-	case "tenants":
-		return m.runTenants(ctx, args[1:])
-	case "migrate":
-		return m.runMigrate(ctx, args[1:])
-	case "audit":
-		return m.runAudit(ctx, args[1:])
-	}
-	fmt.Fprintf(m.Stderr, "tenancy: unknown command %q\n\n%s", args[0], usage)
-	return errUsage
-}
-
-// operator names who runs the binary, for the control-plane log.
-func (m *Main) operator() string {
-	if op := m.Getenv("TENANCY_OPERATOR"); op != "" {
-		return op
-	}
-	if u, err := user.Current(); err == nil && u.Username != "" {
-		return u.Username
-	}
-	return "unknown"
-}
+func main() { os.Exit(cli.Exec(&cli.Main{}, os.Args[1:])) }

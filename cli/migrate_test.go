@@ -1,12 +1,17 @@
-package main
+package cli
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/fstest"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 	"github.com/tenancyhq/tenancy/migrate"
@@ -29,12 +34,12 @@ func TestMigrateCommands(t *testing.T) {
 	}
 	// The CRM's migrations and one more, as a directory.
 	dir := t.TempDir()
-	entries, err := os.ReadDir(filepath.Join("..", "..", "examples", "crm", "migrations"))
+	entries, err := os.ReadDir(filepath.Join("..", "examples", "crm", "migrations"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join("..", "..", "examples", "crm", "migrations", e.Name()))
+		b, err := os.ReadFile(filepath.Join("..", "examples", "crm", "migrations", e.Name()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,5 +99,49 @@ func TestMigrateCommands(t *testing.T) {
 	r = run(t, env, "migrate", "status", "--migrations", dir)
 	if r.code != 0 || !strings.Contains(r.out, fmt.Sprintf("latest version: %d", next)) || !strings.Contains(r.out, "3 targets, 0 not current") {
 		t.Errorf("migrate status table: %d\n%s%s", r.code, r.out, r.err)
+	}
+}
+
+// TestOwnDataModel: a binary built around the command set with its own data
+// model (Main.DataModel) provisions tenants with that model, not the CRM's.
+func TestOwnDataModel(t *testing.T) {
+	t.Parallel()
+	s := pgtest.DefaultServer(t)
+	env := map[string]string{"TENANCY_DATABASE_URL": s.URL(s.NewDatabase(t, ""))}
+	model := fstest.MapFS{"001_invoices.sql": {Data: []byte(`CREATE TABLE invoices (
+		tenant_id uuid NOT NULL, id bigint GENERATED ALWAYS AS IDENTITY, total numeric NOT NULL,
+		PRIMARY KEY (tenant_id, id));`)}}
+	own := func(args ...string) result {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		m := &Main{Stdout: &stdout, Stderr: &stderr, Getenv: func(k string) string { return env[k] }, DataModel: model}
+		err := m.Run(context.Background(), args)
+		m.Close()
+		if err != nil {
+			return result{stdout.String(), err.Error(), exitCode(err)}
+		}
+		return result{stdout.String(), stderr.String(), 0}
+	}
+	dataDB := s.NewDatabase(t, "")
+	if r := own("servers", "add", "pg1", "--dsn", s.URL(dataDB)); r.code != 0 {
+		t.Fatalf("servers add: %d %s", r.code, r.err)
+	}
+	slug := pgtest.UniqueName("own")
+	if r := own("tenants", "create", slug, "--model", "schema"); r.code != 0 {
+		t.Fatalf("tenants create: %d %s", r.code, r.err)
+	}
+	conn, err := pgx.Connect(context.Background(), s.URL(dataDB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var invoices, contacts bool
+	err = conn.QueryRow(context.Background(), `SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL`,
+		"tenant_"+strings.ReplaceAll(slug, "-", "_")+".invoices", "tenant_"+strings.ReplaceAll(slug, "-", "_")+".contacts").Scan(&invoices, &contacts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !invoices || contacts {
+		t.Errorf("the tenant's schema has invoices %v, contacts %v: want its own data model only", invoices, contacts)
 	}
 }

@@ -1,11 +1,10 @@
-package main
+package cli
 
 import (
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -133,7 +132,10 @@ func (m *Main) open(ctx context.Context, c *common) (p *platform.Platform, dataU
 			return nil, "", err
 		}
 	}
-	var model fs.FS = crm.Migrations()
+	model := m.DataModel
+	if model == nil {
+		model = crm.Migrations()
+	}
 	if c.migrations != "" {
 		if st, err := os.Stat(c.migrations); err != nil || !st.IsDir() {
 			return nil, "", errors.New("--migrations must name a directory of NNN_name.sql files")
