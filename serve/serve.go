@@ -42,6 +42,7 @@ type Server struct {
 	handler http.Handler
 	metrics *metrics
 	tenants *tenantCounts
+	api     *controlapi.API
 }
 
 // New assembles the server.
@@ -63,6 +64,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.api = api
 	mux := http.NewServeMux()
 	mux.Handle("/control/", http.StripPrefix("/control", api))
 	mux.Handle("/admin/", http.StripPrefix("/admin", web.Handler()))
@@ -81,7 +83,8 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve serves on ln until ctx is done, then stops accepting, lets requests in
-// flight finish (within ShutdownTimeout), and returns nil.
+// flight finish and cancels the control API's background operations (within
+// ShutdownTimeout; see controlapi.API.Close), and returns nil.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
@@ -99,6 +102,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	err := srv.Shutdown(sctx)
+	err = errors.Join(err, s.api.Close(sctx))
 	if serr := <-done; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		return serr
 	}
