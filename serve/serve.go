@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/controlapi"
 	"github.com/tenancyhq/tenancy/platform"
@@ -30,6 +32,10 @@ type Config struct {
 	// ControlOperations perform the lifecycle verbs of the control API (see
 	// controlapi.Config.Operations).
 	ControlOperations map[string]controlapi.Operation
+	// TracerProvider, when set, traces each request in an OpenTelemetry
+	// server span (otelhttp) that carries the tenant of /t/{slug}/… requests
+	// (AttrTenantSlug, AttrTenantTier, AttrTenantModel). Nil: no tracing.
+	TracerProvider trace.TracerProvider
 	// Logger receives a line per request and internal errors. Nil: discard.
 	Logger *slog.Logger
 	// ShutdownTimeout bounds the graceful shutdown. Default 10s.
@@ -75,7 +81,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.App != nil {
 		mux.Handle("/", cfg.App)
 	}
-	s.handler = s.logged(mux)
+	s.handler = s.traced(s.logged(mux))
 	return s, nil
 }
 
@@ -147,6 +153,10 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 func (s *Server) logged(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		slug := tenantOf(r.URL.Path)
+		if slug != "" {
+			s.tagTenant(r, slug)
+		}
 		rec := &recorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
 		if rec.status == 0 {
@@ -159,7 +169,7 @@ func (s *Server) logged(next http.Handler) http.Handler {
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", rec.status),
 			slog.Duration("duration", d), slog.String("request_id", w.Header().Get("X-Request-Id")),
 		}
-		if slug := tenantOf(r.URL.Path); slug != "" {
+		if slug != "" {
 			attrs = append(attrs, slog.String("tenant", slug))
 			s.tenants.count(slug, rec.status)
 		}
