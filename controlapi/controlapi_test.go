@@ -45,6 +45,7 @@ func setup(t *testing.T, ops map[string]controlapi.Operation) *testBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = api.Close(context.Background()) })
 	b.srv = httptest.NewServer(api)
 	t.Cleanup(b.srv.Close)
 	return b
