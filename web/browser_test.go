@@ -163,6 +163,13 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Where it is already: refused, naming the field, and the tenant stays.
+	do("move a tenant where it is",
+		chromedp.SetValue(css("#move-model"), "database"),
+		chromedp.Click(css(`#move-form button[type="submit"]`)),
+		chromedp.WaitVisible(css("#move-status.error")),
+	)
+	refused := text("#move-status")
 	do("move a tenant",
 		chromedp.SetValue(css("#move-model"), "schema"),
 		chromedp.Click(css(`#move-form button[type="submit"]`)),
@@ -223,6 +230,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.Track(created)
 	if moveFocus != "move-model "+slug {
 		t.Errorf("after choosing the move: focus and tenant %q, want the model of %s", moveFocus, slug)
+	}
+	if !strings.Contains(refused, "Could not move "+slug) || !strings.Contains(refused, "(field: model)") {
+		t.Errorf("status of a move to where the tenant is: %q", refused)
 	}
 	if !strings.Contains(moveStatus, "Moved "+slug+" from database to schema") {
 		t.Errorf("move status: %q", moveStatus)
