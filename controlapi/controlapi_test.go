@@ -342,10 +342,22 @@ func TestControlAPIMove(t *testing.T) {
 		t.Fatalf("refused moves changed the tenant: %+v %v", after, err)
 	}
 
-	code, out, _ := post(tn.Slug, map[string]string{"model": "schema"})
+	req, _ := http.NewRequest("POST", b.srv.URL+"/v1/tenants/"+tn.Slug+"/move", strings.NewReader(`{"model":"schema"}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := b.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	code := resp.StatusCode
 	var op controlapi.OpResource
 	if err := json.Unmarshal(out, &op); code != 202 || err != nil || op.State != controlapi.OpRunning || op.Tenant != tn.Slug {
 		t.Fatalf("move: %d %s", code, out)
+	}
+	// Location is relative to the request, wherever the API is mounted.
+	if loc, err := resp.Location(); err != nil || loc.Path != "/v1/operations/"+op.ID {
+		t.Errorf("Location %q resolves to %v (%v), want the operation", resp.Header.Get("Location"), loc, err)
 	}
 	if a := b.last(); a.Name != "tenant.move" || a.Tenant != tn.Slug || a.Outcome != "ok" {
 		t.Errorf("recorded %+v", a)
