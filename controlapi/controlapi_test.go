@@ -386,3 +386,43 @@ func TestControlAPIMove(t *testing.T) {
 		t.Errorf("list: %d %s", code, out)
 	}
 }
+
+// TestControlAPIMoveResumes: a move left unfinished (as a process that died
+// right after starting it leaves it: the tenant moving, the move started) is
+// rolled back when a move is posted again, which then runs.
+func TestControlAPIMoveResumes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	tn := b.Tenants[0] // shared
+	pool := b.Platform.Catalog.Pool()
+	if _, err := pool.Exec(ctx, `WITH m AS (UPDATE catalog.tenants SET status = 'moving' WHERE id = $1 RETURNING *)
+		INSERT INTO catalog.moves (tenant_id, state, src_model, src_server, src_database, src_schema,
+			dst_model, dst_server, dst_database, dst_schema)
+		SELECT id, 'started', model, server, database, schema, 'schema', server, database, 'tenant_' || slug FROM m`, tn.ID); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := b.do(t, token, "POST", "/v1/tenants/"+tn.Slug+"/move", map[string]string{"model": "schema"})
+	var op controlapi.OpResource
+	if err := json.Unmarshal(out, &op); code != 202 || err != nil {
+		t.Fatalf("move of a tenant with an unfinished move: %d %s", code, out)
+	}
+	for deadline := time.Now().Add(30 * time.Second); op.State == controlapi.OpRunning && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		_, out, _ = b.do(t, token, "GET", "/v1/operations/"+op.ID, nil)
+		op = controlapi.OpResource{}
+		if err := json.Unmarshal(out, &op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if op.State != controlapi.OpSucceeded {
+		t.Fatalf("operation: %s", out)
+	}
+	var states string
+	if err := pool.QueryRow(ctx, `SELECT string_agg(state, ' ' ORDER BY id) FROM catalog.moves WHERE tenant_id = $1`, tn.ID).Scan(&states); err != nil || states != "rolled_back done" {
+		t.Errorf("moves of the tenant: %q %v, want the unfinished one rolled back, the new one done", states, err)
+	}
+	if now, err := b.Platform.Catalog.Tenant(ctx, tn.ID); err != nil || now.Model != tenancy.ModelSchema || now.Status != tenancy.StatusActive {
+		t.Errorf("after the move: %+v %v", now, err)
+	}
+}

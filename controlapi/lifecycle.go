@@ -86,10 +86,17 @@ func moveOperation(p *platform.Platform) background {
 			}
 			server = in.Server
 		}
-		if model == t.Model && server == t.Placement.Server {
+		// A move left unfinished is finished or rolled back first (see
+		// move.Mover.Move): its tenant may be moving, or already placed at
+		// the destination asked for.
+		unfinished, err := p.Mover.Unfinished(ctx, t.ID)
+		if err != nil {
+			return nil, err
+		}
+		if !unfinished && model == t.Model && server == t.Placement.Server {
 			return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "model", "tenant %q is already a %s tenant on server %q", t.Slug, model, server)
 		}
-		if t.Status != tenancy.StatusActive {
+		if !unfinished && t.Status != tenancy.StatusActive {
 			return nil, tenancy.Errorf(tenancy.CodeConflict, "tenant %q is %s: only an active tenant can be moved", t.Slug, t.Status)
 		}
 		return func(ctx context.Context, report progress) (any, error) {
