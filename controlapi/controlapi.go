@@ -69,10 +69,11 @@ type Config struct {
 	// level Info on Logger. The control-plane audit log plugs in here.
 	Record func(ctx context.Context, a Action)
 	// Operations perform the lifecycle verbs (OpSuspend, …), replacing the
-	// platform's own for the verbs they name. The platform performs suspend,
-	// resume, delete, restore, purge, change-tier and move, each recording its
-	// control-plane event; a verb without an operation is answered 501 Not
-	// Implemented.
+	// platform's own for the verbs they name, and answered 200 with what they
+	// return. The platform performs suspend, resume, delete, restore, purge,
+	// change-tier and move, each recording its control-plane event; its move
+	// runs in the background, answered 202 with an OpResource to poll. A verb
+	// without an operation is answered 501 Not Implemented.
 	Operations map[string]Operation
 	// Requests, when set, reports a tenant's HTTP requests and 429s (see
 	// Usage); serve counts them.
@@ -87,6 +88,9 @@ type API struct {
 	tokenHash [32]byte
 	mux       *http.ServeMux
 	logger    *slog.Logger
+	// background are the verbs run in the background, and ops runs them.
+	background map[string]background
+	ops        *operations
 }
 
 // New returns the control API.
@@ -99,8 +103,10 @@ func New(cfg Config) (*API, error) {
 	}
 	a := &API{cfg: cfg, tokenHash: sha256.Sum256([]byte(cfg.Token)), mux: http.NewServeMux(), logger: cfg.Logger}
 	ops := defaultOperations(cfg.Platform)
+	a.background = map[string]background{OpMove: moveOperation(cfg.Platform)}
 	for verb, op := range cfg.Operations {
 		ops[verb] = op
+		delete(a.background, verb)
 	}
 	a.cfg.Operations = ops
 	if a.logger == nil {
@@ -112,6 +118,7 @@ func New(cfg Config) (*API, error) {
 				slog.String("tenant", act.Tenant), slog.String("outcome", act.Outcome), slog.String("request_id", act.RequestID))
 		}
 	}
+	a.ops = newOperations(a.logger)
 	a.routes()
 	return a, nil
 }

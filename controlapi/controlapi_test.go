@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -44,6 +45,7 @@ func setup(t *testing.T, ops map[string]controlapi.Operation) *testBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = api.Close(context.Background()) })
 	b.srv = httptest.NewServer(api)
 	t.Cleanup(b.srv.Close)
 	return b
@@ -303,32 +305,124 @@ func TestOpenAPI(t *testing.T) {
 }
 
 // TestControlAPIMove moves a tenant through the control API, with the
-// platform's own operation.
+// platform's own operation: 202 and an operation to poll until it is done.
 func TestControlAPIMove(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
+	ctx := context.Background()
 	tn := b.Tenants[0] // shared
-	post := func(body any) (int, []byte, httpx.Problem) {
-		return b.do(t, token, "POST", "/v1/tenants/"+tn.Slug+"/move", body)
+	post := func(slug string, body any) (int, []byte, httpx.Problem) {
+		return b.do(t, token, "POST", "/v1/tenants/"+slug+"/move", body)
 	}
-	if code, _, p := post(map[string]string{"model": "cluster"}); code != 400 || p.Field != "model" {
-		t.Errorf("unknown model: %d %+v", code, p)
+	before, err := b.Platform.Catalog.Tenant(ctx, tn.ID)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if code, _, _ := post(map[string]string{"model": "schema", "server": "pg-nowhere"}); code != 404 {
-		t.Errorf("unknown server: %d", code)
+	for _, c := range []struct {
+		body  any
+		field string
+	}{
+		{map[string]string{"model": "cluster"}, "model"},
+		{map[string]string{"model": "schema", "server": "pg-nowhere"}, "server"},
+		{map[string]string{"model": "schema", "server": "Bad Name"}, "server"},
+		{map[string]string{"model": "shared"}, "model"}, // where it is already
+		{map[string]any{"model": 1}, "body"},
+	} {
+		if code, out, p := post(tn.Slug, c.body); code != 400 || p.Field != c.field {
+			t.Errorf("%v: %d %s, want 400 naming %s", c.body, code, out, c.field)
+		}
 	}
-	code, out, _ := post(map[string]string{"model": "schema"})
-	if code != 200 || !strings.Contains(string(out), `"to_model":"schema"`) || !strings.Contains(string(out), `"state":"done"`) {
+	if code, _, _ := post("no-such-tenant", map[string]string{"model": "schema"}); code != 404 {
+		t.Errorf("unknown tenant: %d, want 404", code)
+	}
+	if code, _, _ := b.do(t, token, "GET", "/v1/operations/op-unknown", nil); code != 404 {
+		t.Errorf("unknown operation: %d, want 404", code)
+	}
+	if after, err := b.Platform.Catalog.Tenant(ctx, tn.ID); err != nil || after.Version != before.Version || after.Model != before.Model {
+		t.Fatalf("refused moves changed the tenant: %+v %v", after, err)
+	}
+
+	req, _ := http.NewRequest("POST", b.srv.URL+"/v1/tenants/"+tn.Slug+"/move", strings.NewReader(`{"model":"schema"}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := b.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	code := resp.StatusCode
+	var op controlapi.OpResource
+	if err := json.Unmarshal(out, &op); code != 202 || err != nil || op.State != controlapi.OpRunning || op.Tenant != tn.Slug {
 		t.Fatalf("move: %d %s", code, out)
+	}
+	// Location is relative to the request, wherever the API is mounted.
+	if loc, err := resp.Location(); err != nil || loc.Path != "/v1/operations/"+op.ID {
+		t.Errorf("Location %q resolves to %v (%v), want the operation", resp.Header.Get("Location"), loc, err)
 	}
 	if a := b.last(); a.Name != "tenant.move" || a.Tenant != tn.Slug || a.Outcome != "ok" {
 		t.Errorf("recorded %+v", a)
 	}
-	now, err := b.Platform.Catalog.Tenant(context.Background(), tn.ID)
+	deadline := time.Now().Add(30 * time.Second)
+	for op.State == controlapi.OpRunning && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		code, out, _ = b.do(t, token, "GET", "/v1/operations/"+op.ID, nil)
+		if code != 200 {
+			t.Fatalf("poll: %d %s", code, out)
+		}
+		op = controlapi.OpResource{}
+		if err := json.Unmarshal(out, &op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if op.State != controlapi.OpSucceeded || op.FinishedAt.IsZero() || op.Step != "done" ||
+		!strings.Contains(string(out), `"to_model":"schema"`) {
+		t.Fatalf("operation: %s", out)
+	}
+	now, err := b.Platform.Catalog.Tenant(ctx, tn.ID)
 	if err != nil || now.Model != tenancy.ModelSchema {
 		t.Errorf("after the move: %v %v", now, err)
 	}
-	if code, _, _ := post(map[string]string{"model": "schema"}); code != 400 {
-		t.Errorf("moving to where it is: %d, want 400", code)
+	if code, out, _ := b.do(t, token, "GET", "/v1/operations", nil); code != 200 || !strings.Contains(string(out), op.ID) {
+		t.Errorf("list: %d %s", code, out)
+	}
+}
+
+// TestControlAPIMoveResumes: a move left unfinished (as a process that died
+// right after starting it leaves it: the tenant moving, the move started) is
+// rolled back when a move is posted again, which then runs.
+func TestControlAPIMoveResumes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	tn := b.Tenants[0] // shared
+	pool := b.Platform.Catalog.Pool()
+	if _, err := pool.Exec(ctx, `WITH m AS (UPDATE catalog.tenants SET status = 'moving' WHERE id = $1 RETURNING *)
+		INSERT INTO catalog.moves (tenant_id, state, src_model, src_server, src_database, src_schema,
+			dst_model, dst_server, dst_database, dst_schema)
+		SELECT id, 'started', model, server, database, schema, 'schema', server, database, 'tenant_' || slug FROM m`, tn.ID); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := b.do(t, token, "POST", "/v1/tenants/"+tn.Slug+"/move", map[string]string{"model": "schema"})
+	var op controlapi.OpResource
+	if err := json.Unmarshal(out, &op); code != 202 || err != nil {
+		t.Fatalf("move of a tenant with an unfinished move: %d %s", code, out)
+	}
+	for deadline := time.Now().Add(30 * time.Second); op.State == controlapi.OpRunning && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		_, out, _ = b.do(t, token, "GET", "/v1/operations/"+op.ID, nil)
+		op = controlapi.OpResource{}
+		if err := json.Unmarshal(out, &op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if op.State != controlapi.OpSucceeded {
+		t.Fatalf("operation: %s", out)
+	}
+	var states string
+	if err := pool.QueryRow(ctx, `SELECT string_agg(state, ' ' ORDER BY id) FROM catalog.moves WHERE tenant_id = $1`, tn.ID).Scan(&states); err != nil || states != "rolled_back done" {
+		t.Errorf("moves of the tenant: %q %v, want the unfinished one rolled back, the new one done", states, err)
+	}
+	if now, err := b.Platform.Catalog.Tenant(ctx, tn.ID); err != nil || now.Model != tenancy.ModelSchema || now.Status != tenancy.StatusActive {
+		t.Errorf("after the move: %+v %v", now, err)
 	}
 }

@@ -12,6 +12,8 @@
 // in the control-plane log, readable and verifiable here); their audit log
 // read and verified, their usage measured; servers and plans listed; the
 // fleet's migration status read; and moved to another model or server (POST
-// /v1/tenants/{slug}/move with {"model": …, "server": …}, answered once the
-// move is done).
+// /v1/tenants/{slug}/move with {"model": …, "server": …}): the destination is
+// checked, then the move runs in the background and the answer is 202 with an
+// OpResource to poll at GET /v1/operations/{id}. API.Close cancels the
+// operations still running.
 package controlapi

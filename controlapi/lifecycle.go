@@ -36,24 +36,6 @@ func defaultOperations(p *platform.Platform) map[string]Operation {
 			}
 			return p.PurgeTenant(ctx, t.Slug, &provision.PurgeOpts{Confirm: in.Confirm})
 		},
-		// Move runs the whole move (see package move) before it answers: the
-		// tenant keeps working meanwhile, and an interrupted move is finished
-		// or rolled back by posting it again.
-		OpMove: func(ctx context.Context, t *tenancy.Tenant, body json.RawMessage) (any, error) {
-			var in struct {
-				Model      string `json:"model"`
-				Server     string `json:"server"`
-				KeepSource bool   `json:"keep_source"`
-			}
-			if err := decodeOpBody(body, &in); err != nil {
-				return nil, err
-			}
-			model, err := tenancy.ParseModel(in.Model)
-			if err != nil {
-				return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "model", "%s", err.Error())
-			}
-			return p.Mover.Move(ctx, t.Slug, &move.Opts{To: model, Server: in.Server, KeepSource: in.KeepSource})
-		},
 		OpChangeTier: func(ctx context.Context, t *tenancy.Tenant, body json.RawMessage) (any, error) {
 			var in struct {
 				Tier string `json:"tier"`
@@ -66,6 +48,61 @@ func defaultOperations(p *platform.Platform) map[string]Operation {
 			}
 			return p.SetTenantTier(ctx, t.Slug, tenancy.Tier(in.Tier))
 		},
+	}
+}
+
+// background is a lifecycle verb that the API runs in the background: check
+// validates the request and returns the work to run, or an error answered
+// at once (nothing has changed then).
+type background func(ctx context.Context, t *tenancy.Tenant, body json.RawMessage) (run func(context.Context, progress) (any, error), err error)
+
+// moveOperation checks a move's destination before answering, so that a bad
+// one is refused with the field it names; the move itself (see package move)
+// runs in the background, the tenant working meanwhile. An interrupted move
+// is finished or rolled back by posting it again.
+func moveOperation(p *platform.Platform) background {
+	return func(ctx context.Context, t *tenancy.Tenant, body json.RawMessage) (func(context.Context, progress) (any, error), error) {
+		var in struct {
+			Model      string `json:"model"`
+			Server     string `json:"server"`
+			KeepSource bool   `json:"keep_source"`
+		}
+		if err := decodeOpBody(body, &in); err != nil {
+			return nil, err
+		}
+		model, err := tenancy.ParseModel(in.Model)
+		if err != nil {
+			return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "model", "%s", err.Error())
+		}
+		server := t.Placement.Server
+		if in.Server != "" {
+			if err := tenancy.ValidateName("server", in.Server); err != nil {
+				return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "server", "%s", err.Error())
+			}
+			if _, err := p.Catalog.Server(ctx, in.Server); tenancy.ErrorCode(err) == tenancy.CodeNotFound {
+				return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "server", "there is no server %q", in.Server)
+			} else if err != nil {
+				return nil, err
+			}
+			server = in.Server
+		}
+		// A move left unfinished is finished or rolled back first (see
+		// move.Mover.Move): its tenant may be moving, or already placed at
+		// the destination asked for.
+		unfinished, err := p.Mover.Unfinished(ctx, t.ID)
+		if err != nil {
+			return nil, err
+		}
+		if !unfinished && model == t.Model && server == t.Placement.Server {
+			return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "model", "tenant %q is already a %s tenant on server %q", t.Slug, model, server)
+		}
+		if !unfinished && t.Status != tenancy.StatusActive {
+			return nil, tenancy.Errorf(tenancy.CodeConflict, "tenant %q is %s: only an active tenant can be moved", t.Slug, t.Status)
+		}
+		return func(ctx context.Context, report progress) (any, error) {
+			return p.Mover.Move(ctx, t.Slug, &move.Opts{To: model, Server: in.Server, KeepSource: in.KeepSource,
+				Progress: func(pr move.Progress) { report(pr.Step, pr.Rows) }})
+		}, nil
 	}
 }
 

@@ -32,6 +32,8 @@ func (a *API) routes() {
 	for _, op := range []string{OpSuspend, OpResume, OpDelete, OpRestore, OpPurge, OpMove, OpChangeTier} {
 		a.mux.HandleFunc("POST /v1/tenants/{slug}/"+op, a.action("tenant."+op, a.operation(op)))
 	}
+	a.mux.HandleFunc("GET /v1/operations", a.action("operation.list", a.listOperations))
+	a.mux.HandleFunc("GET /v1/operations/{id}", a.action("operation.show", a.showOperation))
 	a.mux.HandleFunc("GET /v1/servers", a.action("server.list", a.listServers))
 	a.mux.HandleFunc("GET /v1/plans", a.action("plan.list", a.listPlans))
 	a.mux.HandleFunc("GET /v1/events", a.action("event.list", a.listEvents))
@@ -140,15 +142,16 @@ func (a *API) createTenant(w http.ResponseWriter, r *http.Request) (int, any, er
 	return http.StatusCreated, TenantView{Tenant: t}, nil
 }
 
-// operation answers a lifecycle verb with its configured Operation, or 501.
+// operation answers a lifecycle verb: 202 with an OpResource for a verb run
+// in the background, 200 with what its configured Operation returns, or 501.
 func (a *API) operation(op string) handler {
 	return func(w http.ResponseWriter, r *http.Request) (int, any, error) {
 		t, err := a.tenant(r)
 		if err != nil {
 			return 0, nil, err
 		}
-		fn := a.cfg.Operations[op]
-		if fn == nil {
+		fn, bg := a.cfg.Operations[op], a.background[op]
+		if fn == nil && bg == nil {
 			return 0, nil, tenancy.Errorf(tenancy.CodeNotImplemented,
 				"%s is not available in this installation's control API yet; use `tenancy tenants %s` where the binary has it", op, op)
 		}
@@ -158,6 +161,19 @@ func (a *API) operation(op string) handler {
 		}
 		if len(body) > 0 && !json.Valid(body) {
 			return 0, nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "body", "the body must be JSON")
+		}
+		if bg != nil {
+			run, err := bg(r.Context(), t, body)
+			if err != nil {
+				return 0, nil, err
+			}
+			res, err := a.ops.start(r.Context(), op, t.Slug, run)
+			if err != nil {
+				return 0, nil, err
+			}
+			// Relative to /…/v1/tenants/{slug}/{op}, wherever the API is mounted.
+			w.Header().Set("Location", "../../operations/"+res.ID)
+			return http.StatusAccepted, res, nil
 		}
 		out, err := fn(r.Context(), t, body)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -211,6 +212,13 @@ func (m *Mover) Resume(ctx context.Context, slug string) (*Result, error) {
 		return nil, nil
 	}
 	return m.resume(ctx, r)
+}
+
+// Unfinished reports whether the tenant has a move that an earlier run left
+// unfinished, which Move and Resume finish or roll back first.
+func (m *Mover) Unfinished(ctx context.Context, tenant uuid.UUID) (bool, error) {
+	r, err := m.open(ctx, tenant)
+	return r != nil, err
 }
 
 // begin looks up the tenant, locks its moves (see lockTenant) and returns

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/controlapi"
 	"github.com/tenancyhq/tenancy/platform"
@@ -30,6 +32,10 @@ type Config struct {
 	// ControlOperations perform the lifecycle verbs of the control API (see
 	// controlapi.Config.Operations).
 	ControlOperations map[string]controlapi.Operation
+	// TracerProvider, when set, traces each request in an OpenTelemetry
+	// server span (otelhttp) that carries the tenant of /t/{slug}/… requests
+	// (AttrTenantSlug, AttrTenantTier, AttrTenantModel). Nil: no tracing.
+	TracerProvider trace.TracerProvider
 	// Logger receives a line per request and internal errors. Nil: discard.
 	Logger *slog.Logger
 	// ShutdownTimeout bounds the graceful shutdown. Default 10s.
@@ -42,6 +48,7 @@ type Server struct {
 	handler http.Handler
 	metrics *metrics
 	tenants *tenantCounts
+	api     *controlapi.API
 }
 
 // New assembles the server.
@@ -63,6 +70,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.api = api
 	mux := http.NewServeMux()
 	mux.Handle("/control/", http.StripPrefix("/control", api))
 	mux.Handle("/admin/", http.StripPrefix("/admin", web.Handler()))
@@ -73,7 +81,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.App != nil {
 		mux.Handle("/", cfg.App)
 	}
-	s.handler = s.logged(mux)
+	s.handler = s.traced(s.logged(mux))
 	return s, nil
 }
 
@@ -81,7 +89,8 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve serves on ln until ctx is done, then stops accepting, lets requests in
-// flight finish (within ShutdownTimeout), and returns nil.
+// flight finish and cancels the control API's background operations (within
+// ShutdownTimeout; see controlapi.API.Close), and returns nil.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
@@ -99,6 +108,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	err := srv.Shutdown(sctx)
+	err = errors.Join(err, s.api.Close(sctx))
 	if serr := <-done; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		return serr
 	}
@@ -143,6 +153,10 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 func (s *Server) logged(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		slug := tenantOf(r.URL.Path)
+		if slug != "" {
+			s.tagTenant(r, slug)
+		}
 		rec := &recorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
 		if rec.status == 0 {
@@ -155,7 +169,7 @@ func (s *Server) logged(next http.Handler) http.Handler {
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", rec.status),
 			slog.Duration("duration", d), slog.String("request_id", w.Header().Get("X-Request-Id")),
 		}
-		if slug := tenantOf(r.URL.Path); slug != "" {
+		if slug != "" {
 			attrs = append(attrs, slog.String("tenant", slug))
 			s.tenants.count(slug, rec.status)
 		}

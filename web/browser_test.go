@@ -155,11 +155,39 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("after changing the tier in the browser: %+v %v", got, err)
 	}
 
+	// Move the tenant created above to the schema model: its row's button
+	// chooses it in the move form and puts the focus there; the form starts
+	// the move and follows its operation to the end.
+	do("choose the move", chromedp.Click(css(row(slug)+` button[aria-label^="move `+slug+`"]`)))
+	moveFocus, err := chromedp.Run(bctx, chromedp.Evaluate[string](`document.activeElement.id + " " + document.querySelector("#move-slug").value`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Where it is already: refused, naming the field, and the tenant stays.
+	do("move a tenant where it is",
+		chromedp.SetValue(css("#move-model"), "database"),
+		chromedp.Click(css(`#move-form button[type="submit"]`)),
+		chromedp.WaitVisible(css("#move-status.error")),
+	)
+	refused := text("#move-status")
+	do("move a tenant",
+		chromedp.SetValue(css("#move-model"), "schema"),
+		chromedp.Click(css(`#move-form button[type="submit"]`)),
+		chromedp.WaitVisible(css("#move-status.ok")),
+		chromedp.WaitVisible(css(row(slug)+` td.status-active`)),
+	)
+	moveStatus := text("#move-status")
+	movedRow := text(row(slug))
+
 	// The control-plane log shows it all, by the operator, and verifies.
 	do("verify the control-plane log", chromedp.Click(css("#events-verify")), chromedp.WaitVisible(css("#events-verification.ok")))
 	if ev := text("#events tbody"); !strings.Contains(ev, "suspended") || !strings.Contains(ev, "tier_changed") ||
 		!strings.Contains(ev, "operator:token") || !strings.Contains(ev, shared.Slug) {
 		t.Errorf("the control-plane log lacks the suspension:\n%s", ev)
+	}
+	if ev := text("#events tbody tr:first-child"); !strings.Contains(ev, "moved") || !strings.Contains(ev, slug) ||
+		!strings.Contains(ev, `"to_model":"schema"`) || !strings.Contains(ev, "operator:token") {
+		t.Errorf("the control-plane log's latest entry is not the move of %s by the operator:\n%s", slug, ev)
 	}
 
 	// The audit log of the schema tenant, and its verification.
@@ -196,10 +224,22 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("status after creating: %q", status)
 	}
 	created, err := b.Platform.Catalog.TenantBySlug(context.Background(), slug)
-	if err != nil || created.Model != tenancy.ModelDatabase || created.Tier != "enterprise" {
+	if err != nil || created.Model != tenancy.ModelSchema || created.Tier != "enterprise" {
 		t.Fatalf("the tenant created in the browser: %+v %v", created, err)
 	}
 	b.Track(created)
+	if moveFocus != "move-model "+slug {
+		t.Errorf("after choosing the move: focus and tenant %q, want the model of %s", moveFocus, slug)
+	}
+	if !strings.Contains(refused, "Could not move "+slug) || !strings.Contains(refused, "(field: model)") {
+		t.Errorf("status of a move to where the tenant is: %q", refused)
+	}
+	if !strings.Contains(moveStatus, "Moved "+slug+" from database to schema") {
+		t.Errorf("move status: %q", moveStatus)
+	}
+	if !strings.Contains(movedRow, "\tenterprise\tschema\t") {
+		t.Errorf("the tenant's row after its move: %q", movedRow)
+	}
 	if !strings.Contains(auditText, "user:browser-test") || !strings.Contains(auditText, "insert") || !strings.Contains(auditText, "contacts") {
 		t.Errorf("the audit log lacks the insert by user:browser-test:\n%s", auditText)
 	}

@@ -93,9 +93,11 @@ async function loadTenants() {
       for (const verb of ["suspend", "resume", "delete", "restore"]) {
         actions.appendChild(button(verb, verb + " " + tn.slug, () => lifecycle(tn.slug, verb)));
       }
+      actions.appendChild(button("move…", "move " + tn.slug + " to another model or server", () => chooseMove(tn)));
       body.appendChild(tr);
     }
     fillSelect($("#tier-slug"), list.items.map((tn) => tn.slug));
+    fillSelect($("#move-slug"), list.items.map((tn) => tn.slug));
     say(list.items.length + " tenants.");
     await loadEvents();
   } catch (e) {
@@ -246,6 +248,68 @@ async function changeTier(ev) {
   }
 }
 
+// The steps of a move, in order, for its progress bar.
+const moveSteps = ["started", "prepared", "copy", "copied", "fenced", "marked", "switched", "done"];
+
+// chooseMove fills the move form with a tenant and puts the focus on it.
+function chooseMove(tn) {
+  $("#move-slug").value = tn.slug;
+  const other = ["shared", "schema", "database"].find((m) => m !== tn.model);
+  $("#move-model").value = other;
+  $("#move-model").focus();
+}
+
+async function loadServers() {
+  try {
+    const servers = await call("GET", "/servers");
+    const sel = $("#move-server");
+    const keep = sel.value;
+    sel.replaceChildren(new Option("the tenant's own", ""), ...servers.items.map((s) => new Option(s.name + (s.region ? " (" + s.region + ")" : ""), s.name)));
+    sel.value = keep;
+  } catch (e) {
+    say("Could not read the servers: " + e.message, true);
+  }
+}
+
+// startMove starts a move, then polls its operation until it ends, showing each
+// step as it is reported.
+async function startMove(ev) {
+  ev.preventDefault();
+  const slug = $("#move-slug").value, model = $("#move-model").value, server = $("#move-server").value;
+  const box = $("#move-progress"), bar = $("#move-bar"), st = $("#move-status");
+  const submit = $("#move-form button[type=submit]");
+  box.hidden = false;
+  $("#move-label").textContent = "Move of " + slug + " to " + model;
+  bar.value = 0;
+  st.className = "";
+  st.textContent = "Starting the move of " + slug + "…";
+  submit.disabled = true;
+  try {
+    let op = await call("POST", "/tenants/" + encodeURIComponent(slug) + "/move", server ? { model, server } : { model });
+    while (op.state === "running") {
+      bar.value = moveSteps.indexOf(op.step) + 1;
+      st.textContent = "Moving " + slug + ": " + (op.step || "starting") + (op.rows ? ", " + op.rows + " rows copied" : "") + "…";
+      await new Promise((r) => setTimeout(r, 250));
+      op = await call("GET", "/operations/" + encodeURIComponent(op.id));
+    }
+    if (op.state !== "succeeded") {
+      const e = op.error || {};
+      throw new Error((e.detail || "the move failed") + (e.field ? " (field: " + e.field + ")" : ""));
+    }
+    bar.value = bar.max;
+    await loadTenants(); // and the control-plane log, with the move
+    const r = op.result, p = r.to;
+    st.textContent = "Moved " + slug + " from " + r.from_model + " to " + r.to_model + " at " + [p.server, p.database, p.schema].join("/") +
+      ": " + r.rows + " rows, writers paused " + (r.pause_ns / 1e6).toFixed(1) + " ms.";
+    st.className = "ok";
+  } catch (e) {
+    st.textContent = "Could not move " + slug + ": " + e.message;
+    st.className = "error";
+  } finally {
+    submit.disabled = false;
+  }
+}
+
 function showLogin() {
   $("#dashboard").hidden = true;
   $("#login").hidden = false;
@@ -257,6 +321,7 @@ function start() {
   $("#dashboard").hidden = false;
   loadTenants();
   loadPlans();
+  loadServers();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -276,6 +341,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("#create-form").addEventListener("submit", create);
   $("#tier-form").addEventListener("submit", changeTier);
+  $("#move-form").addEventListener("submit", startMove);
   $("#refresh").addEventListener("click", loadTenants);
   $("#verify").addEventListener("click", verify);
   $("#events-verify").addEventListener("click", verifyEvents);
