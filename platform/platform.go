@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/catalog"
 	"github.com/tenancyhq/tenancy/datamodel"
@@ -37,6 +39,9 @@ type Config struct {
 	AppPassword string
 	// MaxConnsPerServer is each server's connection budget. Default 50.
 	MaxConnsPerServer int
+	// TracerProvider, when set, traces tenant transactions and their
+	// statements (see router.Config.TracerProvider).
+	TracerProvider trace.TracerProvider
 	// MaxConnsPerDatabase bounds the connections one database may hold of
 	// its server's budget, so that a slow database tenant cannot take all
 	// of it. Default: the whole budget (see router.Config).
@@ -118,6 +123,7 @@ func (p *Platform) open(ctx context.Context, cfg Config) error {
 		AppPassword:         cfg.AppPassword,
 		MaxConnsPerServer:   cfg.MaxConnsPerServer,
 		MaxConnsPerDatabase: cfg.MaxConnsPerDatabase,
+		TracerProvider:      cfg.TracerProvider,
 		Logger:              cfg.Logger,
 	}
 	if err := p.limitRouter(&rc, cfg.Limits, cfg.Logger); err != nil {

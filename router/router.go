@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/internal/connpool"
@@ -57,6 +58,10 @@ type Config struct {
 	MaxConnsPerDatabase int
 	// IdleTimeout closes connections idle for longer. Default 5 minutes.
 	IdleTimeout time.Duration
+	// TracerProvider, when set, traces every tenant transaction (a span with
+	// the tenant's slug, tier, model and server) and every statement (its
+	// SQL text, not its arguments) in OpenTelemetry.
+	TracerProvider trace.TracerProvider
 	// Logger receives what the router does not return: admin transactions,
 	// discarded connections. Nil: discard.
 	Logger *slog.Logger
@@ -75,7 +80,8 @@ type Config struct {
 
 // Router runs transactions on tenants' data. It is safe for concurrent use.
 type Router struct {
-	cfg Config
+	cfg    Config
+	tracer trace.Tracer // nil: no tracing
 
 	mu      sync.Mutex
 	servers map[string]*serverPool
@@ -114,7 +120,11 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Router{cfg: cfg, servers: map[string]*serverPool{}}, nil
+	r := &Router{cfg: cfg, servers: map[string]*serverPool{}}
+	if cfg.TracerProvider != nil {
+		r.tracer = cfg.TracerProvider.Tracer(tracerName)
+	}
+	return r, nil
 }
 
 // Close closes every connection. Transactions in flight finish first on their
@@ -158,7 +168,7 @@ func (r *Router) Tx(ctx context.Context, fn func(pgx.Tx) error) error {
 }
 
 // TxWith is Tx with options.
-func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error) error {
+func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error) (err error) {
 	id, ok := tenancy.TenantFromContext(ctx)
 	if !ok {
 		return tenancy.Errorf(tenancy.CodeNoTenant, "no tenant in context: refusing to run SQL without one (use tenancy.WithTenant, or the router's admin API for cross-tenant work)")
@@ -169,6 +179,11 @@ func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error
 	}
 	if err := t.CheckServable(); err != nil {
 		return err
+	}
+	if r.tracer != nil {
+		var span trace.Span
+		ctx, span = r.startTx(ctx, t)
+		defer func() { endSpan(span, err) }()
 	}
 	begin, err := beginSQL(opts)
 	if err != nil {
@@ -209,6 +224,9 @@ func (r *Router) run(ctx context.Context, t *tenancy.Tenant, begin string, inclu
 	conn := lease.Conn()
 	state := r.connState(conn)
 	tx := newTx(conn, state, r.prelude(ctx, t, state, conn.PgConn().PID(), begin, includeDeleted, timeout))
+	if r.tracer != nil {
+		tx.span = trace.SpanFromContext(ctx) // the transaction's, from TxWith
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			_ = tx.Rollback(context.WithoutCancel(ctx))
@@ -374,6 +392,9 @@ func (r *Router) server(ctx context.Context, name string) (*serverPool, error) {
 	cfg := connpool.PgxConfig(r.cfg.MaxConnsPerServer, func(db string) (*pgx.ConnConfig, error) {
 		c := base.Copy()
 		c.Database = db
+		if r.tracer != nil {
+			c.Tracer = queryTracer{r.tracer}
+		}
 		if pooled.Load() {
 			// Unnamed statements only: a named one would stay on the
 			// backend it was prepared on.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tenancyhq/tenancy"
 )
@@ -86,12 +87,25 @@ type tx struct {
 	beginErr error
 	closed   bool
 	nested   int64 // savepoints taken, to name the next
+	// span is the transaction's span when the router traces (see
+	// Config.TracerProvider), else nil.
+	span trace.Span
 }
 
 var _ pgx.Tx = (*tx)(nil)
 
 func newTx(conn *pgx.Conn, state *connState, p *prelude) *tx {
 	return &tx{conn: conn, state: state, pending: p}
+}
+
+// traced returns ctx with the transaction's span, when the router traces, so
+// that its statements' spans are the transaction's children whatever context
+// the function passes them.
+func (t *tx) traced(ctx context.Context) context.Context {
+	if t.span == nil {
+		return ctx
+	}
+	return trace.ContextWithSpan(ctx, t.span)
 }
 
 // maxPipelined bounds the statements a connection keeps prepared for being
@@ -267,6 +281,7 @@ func pipelinable(args []any) bool {
 // and has arguments. Without arguments pgx uses the simple protocol, which
 // allows several statements in sql, so the prelude goes first on its own.
 func (t *tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	ctx = t.traced(ctx)
 	if t.pending == nil || len(args) == 0 || !pipelinable(args) {
 		if err := t.begin(ctx); err != nil {
 			return pgconn.CommandTag{}, err
@@ -304,6 +319,7 @@ func closeBatch(br pgx.BatchResults) error {
 
 // Query runs sql; with the prelude in the same round trip when it is the first.
 func (t *tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	ctx = t.traced(ctx)
 	if t.pending == nil || !pipelinable(args) {
 		if err := t.begin(ctx); err != nil {
 			return nil, err
@@ -337,6 +353,7 @@ func (t *tx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 
 // SendBatch sends the prelude first, if pending, then b.
 func (t *tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	ctx = t.traced(ctx)
 	if err := t.begin(ctx); err != nil {
 		return errBatchResults{err}
 	}
@@ -345,6 +362,7 @@ func (t *tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 
 // CopyFrom sends the prelude first, if pending, then the COPY.
 func (t *tx) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error) {
+	ctx = t.traced(ctx)
 	if err := t.begin(ctx); err != nil {
 		return 0, err
 	}
