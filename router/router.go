@@ -67,7 +67,7 @@ type Config struct {
 	// full, before it evicts another database's idle connection and dials
 	// (connpool.Config.ReuseWait). Without it, many databases on one budget
 	// evict each other's connections on almost every transaction. Default
-	// 10ms; negative: no wait.
+	// 30ms; negative: no wait.
 	ReuseWait time.Duration
 	// Logger receives what the router does not return: admin transactions,
 	// discarded connections. Nil: discard.
@@ -126,7 +126,7 @@ func New(cfg Config) (*Router, error) {
 	}
 	switch {
 	case cfg.ReuseWait == 0:
-		cfg.ReuseWait = 10 * time.Millisecond
+		cfg.ReuseWait = 30 * time.Millisecond
 	case cfg.ReuseWait < 0:
 		cfg.ReuseWait = 0
 	}
