@@ -83,9 +83,11 @@ func (b *bundle) mustRun(t *testing.T, args ...string) string {
 }
 
 // runAndKill starts the binary and kills it with SIGKILL after a random
-// delay in [lo, hi). It reports whether the kill came before the process
+// delay in [lo, hi), counted from the start, or, when started is not nil,
+// from the moment started first reports true (polled every 2ms): the
+// operation has begun. It reports whether the kill came before the process
 // ended by itself.
-func (b *bundle) runAndKill(t *testing.T, lo, hi time.Duration, args ...string) (killed bool, after time.Duration) {
+func (b *bundle) runAndKill(t *testing.T, started func() bool, lo, hi time.Duration, args ...string) (killed bool, after time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -96,6 +98,13 @@ func (b *bundle) runAndKill(t *testing.T, lo, hi time.Duration, args ...string) 
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	for started != nil && !started() {
+		select {
+		case err := <-done:
+			t.Fatalf("tenancy %s ended (%v) before its operation was seen to start\n%s", strings.Join(args, " "), err, out)
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 	select {
 	case err := <-done:
 		if err != nil {
@@ -273,7 +282,8 @@ func TestKillCreate(t *testing.T) {
 		slug := pgtest.UniqueName("kc")
 		b.slugs = append(b.slugs, slug)
 		args := []string{"tenants", "create", slug, "--model", "database"}
-		k, after := b.runAndKill(t, startup/2, full+full/4, args...)
+		k, after := b.runAndKill(t, b.exists(t, `SELECT EXISTS (SELECT 1 FROM catalog.tenants WHERE slug = $1)`, slug),
+			0, full-startup, args...)
 		if k {
 			killed++
 		}
@@ -289,6 +299,22 @@ func TestKillCreate(t *testing.T) {
 		t.Logf("run %d: killed %v after %v; converged", i, k, after)
 	}
 	t.Logf("%d of 4 runs killed mid-way", killed)
+	if killed == 0 {
+		t.Error("no run was killed before it ended")
+	}
+}
+
+// exists returns a function that reports whether query, run on the catalog
+// with slug, returns true.
+func (b *bundle) exists(t *testing.T, query, slug string) func() bool {
+	conn := b.admin(t, strings.TrimPrefix(mustPath(t, b.catalogURL), "/"))
+	return func() bool {
+		var ok bool
+		if err := conn.QueryRow(context.Background(), query, slug).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
 }
 
 // dataDBOf returns the name of the data server's shared database.
@@ -362,7 +388,7 @@ func TestKillMigrate(t *testing.T) {
 			t.Fatal(err)
 		}
 		args := []string{"migrate", "up", "--migrations", dir, "--parallel", "2", "--json"}
-		k, after := b.runAndKill(t, startup/2, 2*startup, args...)
+		k, after := b.runAndKill(t, nil, startup/2, 2*startup, args...)
 		if k {
 			killed++
 		}
@@ -427,7 +453,9 @@ func TestKillMove(t *testing.T) {
 	var killed int
 	for i, to := range []string{"database", "shared", "database", "shared"} {
 		args := []string{"tenants", "move", slug, "--to", to}
-		k, after := b.runAndKill(t, startup/2, full+full/4, args...)
+		started := b.exists(t, `SELECT EXISTS (SELECT 1 FROM catalog.moves m JOIN catalog.tenants t ON t.id = m.tenant_id
+			WHERE t.slug = $1 AND m.state NOT IN ('done', 'rolled_back'))`, slug)
+		k, after := b.runAndKill(t, started, 0, full-startup, args...)
 		if k {
 			killed++
 		}
@@ -454,4 +482,7 @@ func TestKillMove(t *testing.T) {
 		t.Logf("run %d: killed %v after %v; converged at %s", i, k, after, to)
 	}
 	t.Logf("%d of 4 runs killed mid-way", killed)
+	if killed == 0 {
+		t.Error("no run was killed before it ended")
+	}
 }
