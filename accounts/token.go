@@ -23,7 +23,10 @@ type claims struct {
 	Exp int64     `json:"exp"`
 }
 
-var b64url = base64.RawURLEncoding
+// b64url decodes strictly: the unused low bits of a token's last character
+// must be zero, so a token has one spelling and a changed character is
+// always a different (refused) token.
+var b64url = base64.RawURLEncoding.Strict()
 
 // IssueToken returns a token that proves, until it expires, that the holder
 // logged in as the user. It grants nothing by itself: Authorize checks the

@@ -62,6 +62,13 @@ type Config struct {
 	// the tenant's slug, tier, model and server) and every statement (its
 	// SQL text, not its arguments) in OpenTelemetry.
 	TracerProvider trace.TracerProvider
+	// ReuseWait is how long a transaction for a database that already has
+	// connections in use waits for one of them, when the server's budget is
+	// full, before it evicts another database's idle connection and dials
+	// (connpool.Config.ReuseWait). Without it, many databases on one budget
+	// evict each other's connections on almost every transaction. Default
+	// 30ms; negative: no wait.
+	ReuseWait time.Duration
 	// Logger receives what the router does not return: admin transactions,
 	// discarded connections. Nil: discard.
 	Logger *slog.Logger
@@ -116,6 +123,12 @@ func New(cfg Config) (*Router, error) {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 5 * time.Minute
+	}
+	switch {
+	case cfg.ReuseWait == 0:
+		cfg.ReuseWait = 30 * time.Millisecond
+	case cfg.ReuseWait < 0:
+		cfg.ReuseWait = 0
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -410,6 +423,7 @@ func (r *Router) server(ctx context.Context, name string) (*serverPool, error) {
 	}
 	cfg.MaxPerKey = r.cfg.MaxConnsPerDatabase
 	cfg.IdleTimeout = r.cfg.IdleTimeout
+	cfg.ReuseWait = r.cfg.ReuseWait
 	m, err := connpool.New(cfg)
 	if err != nil {
 		return nil, err

@@ -367,7 +367,11 @@ func (res *resource) decode(r *http.Request, create bool) (map[string]any, error
 	for name, v := range raw {
 		f := res.field(name)
 		if f == nil {
-			return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, name, "%s has no field %q", res.singular, name)
+			at := name
+			if at == "" { // a problem without a field would not say where
+				at = "body"
+			}
+			return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, at, "%s has no field %q", res.singular, name)
 		}
 		val, err := f.parseJSON(v)
 		if err != nil {

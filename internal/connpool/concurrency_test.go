@@ -12,7 +12,7 @@ import (
 
 var errFlaky = errors.New("flaky network")
 
-// TestConcurrency runs 50 goroutines over 200 keys with a budget of 10, with
+// TestConcurrency runs 50 goroutines over up to 200 keys with a budget of 10, with
 // real scheduling (run it with -race). The fake server counts connections from
 // the start of each dial to the end of each close, so it sees the worst
 // moment; it must never count more than 10, and everything must finish well
@@ -23,9 +23,12 @@ func TestConcurrency(t *testing.T) {
 		name      string
 		maxPerKey int
 		keys      int
+		reuseWait time.Duration
 	}{
-		{"ManyKeys", 0, 200},
-		{"FewKeysWithLimit", 2, 5},
+		{"ManyKeys", 0, 200, 0},
+		{"FewKeysWithLimit", 2, 5, 0},
+		{"ManyKeysWithReuseWait", 0, 20, 50 * time.Microsecond},
+		{"FewKeysWithLimitAndReuseWait", 2, 5, 50 * time.Microsecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -43,6 +46,7 @@ func TestConcurrency(t *testing.T) {
 				return nil
 			}
 			cfg := s.config(budget, tc.maxPerKey)
+			cfg.ReuseWait = tc.reuseWait
 			m, err := New(cfg)
 			if err != nil {
 				t.Fatal(err)

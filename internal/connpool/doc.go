@@ -13,6 +13,10 @@
 //     and dial a new connection;
 //  3. if the budget is full, close the least recently used idle connection of
 //     another key and dial in its slot (busy connections are never evicted);
+//     but if the key already has connections in use and Config.ReuseWait is
+//     set, first wait up to ReuseWait for one of them to be released, so that
+//     keys sharing a full budget do not evict each other's connections on
+//     every Acquire;
 //  4. otherwise wait, first come first served, until a connection is released
 //     or closed, or until the caller's context ends. The error then wraps
 //     ctx.Err() and matches ErrBudgetExhausted.

@@ -35,6 +35,17 @@ type Config[C any] struct {
 	// called on Release, without the manager's lock held. nil means always.
 	Reusable func(C) bool
 
+	// ReuseWait is how long a caller whose key already has connections in
+	// use waits for one of them to be released, when the budget is full,
+	// before it evicts the idle connection of another key and dials. A
+	// transaction usually ends sooner than a new connection is dialed and
+	// warmed up, and without this wait many keys sharing a full budget
+	// evict each other's idle connections on almost every Acquire (each
+	// eviction then costs the victim's key a dial of its own). A caller of a
+	// key with no connection in use never waits for this. 0 means no wait:
+	// evict at once.
+	ReuseWait time.Duration
+
 	// IdleTimeout closes connections that stayed idle longer than this. 0
 	// means never; idle connections then close only when evicted to make room
 	// for another key, by CloseKey, or by Close. A positive IdleTimeout
@@ -77,6 +88,7 @@ type Manager[C any] struct {
 	reusable    func(C) bool
 	budget      int
 	perKey      int
+	reuseWait   time.Duration
 	idleTimeout time.Duration
 
 	dials atomic.Int64
@@ -146,9 +158,12 @@ type waiter[C any] struct {
 	kp         *keyPool[C]
 	prev, next *waiter[C]
 	ready      chan struct{} // receives once served
-	served     bool
-	g          grant[C]
-	err        error
+	// mayEvict is false while the waiter waits for its key's own
+	// connections (Config.ReuseWait).
+	mayEvict bool
+	served   bool
+	g        grant[C]
+	err      error
 }
 
 // New returns a Manager for cfg.
@@ -158,6 +173,8 @@ func New[C any](cfg Config[C]) (*Manager[C], error) {
 		return nil, fmt.Errorf("connection budget must be positive, got %d", cfg.Budget)
 	case cfg.MaxPerKey < 0:
 		return nil, fmt.Errorf("connection limit per key must not be negative, got %d", cfg.MaxPerKey)
+	case cfg.ReuseWait < 0:
+		return nil, fmt.Errorf("reuse wait must not be negative, got %v", cfg.ReuseWait)
 	case cfg.IdleTimeout < 0:
 		return nil, fmt.Errorf("idle timeout must not be negative, got %v", cfg.IdleTimeout)
 	case cfg.Dial == nil:
@@ -175,6 +192,7 @@ func New[C any](cfg Config[C]) (*Manager[C], error) {
 		reusable:    cfg.Reusable,
 		budget:      cfg.Budget,
 		perKey:      perKey,
+		reuseWait:   cfg.ReuseWait,
 		idleTimeout: cfg.IdleTimeout,
 		keys:        make(map[string]*keyPool[C]),
 	}
@@ -209,7 +227,8 @@ func (m *Manager[C]) Acquire(ctx context.Context, key string) (Lease[C], error) 
 		kp = &keyPool[C]{key: key}
 		m.keys[key] = kp
 	}
-	if g, ok := m.grantLocked(kp); ok {
+	mayEvict := m.reuseWait == 0 || kp.inUse == 0
+	if g, ok := m.grantLocked(kp, mayEvict); ok {
 		m.mu.Unlock()
 		if g.c != nil {
 			return Lease[C]{c: g.c, gen: g.c.gen.Load()}, nil
@@ -217,31 +236,54 @@ func (m *Manager[C]) Acquire(ctx context.Context, key string) (Lease[C], error) 
 		return m.dial(ctx, kp, g)
 	}
 
-	w := &waiter[C]{kp: kp, ready: make(chan struct{}, 1)}
+	w := &waiter[C]{kp: kp, ready: make(chan struct{}, 1), mayEvict: mayEvict}
 	m.pushWaiterLocked(w)
 	m.mu.Unlock()
 
-	select {
-	case <-w.ready:
-	case <-ctx.Done():
-		m.mu.Lock()
-		if !w.served {
-			m.removeWaiterLocked(w)
-			err := &BudgetError{Key: key, Limit: m.budget, Err: ctx.Err()}
-			if kp.open >= m.perKey && m.perKey < m.budget {
-				err.Limit, err.PerKey = m.perKey, true
+	var reuseTimeout <-chan time.Time
+	if !mayEvict {
+		t := time.NewTimer(m.reuseWait)
+		defer t.Stop()
+		reuseTimeout = t.C
+	}
+	for done := false; !done; {
+		select {
+		case <-w.ready:
+			done = true
+		case <-reuseTimeout:
+			// None of the key's connections came back in time: evict now if
+			// that is what holds the caller back, else keep waiting.
+			reuseTimeout = nil
+			m.mu.Lock()
+			if !w.served {
+				w.mayEvict = true
+				if g, ok := m.grantLocked(kp, true); ok {
+					m.removeWaiterLocked(w)
+					w.served, w.g = true, g
+					w.ready <- struct{}{}
+				}
 			}
-			m.dropKeyIfUnusedLocked(kp)
 			m.mu.Unlock()
-			return Lease[C]{}, err
+		case <-ctx.Done():
+			m.mu.Lock()
+			if !w.served {
+				m.removeWaiterLocked(w)
+				err := &BudgetError{Key: key, Limit: m.budget, Err: ctx.Err()}
+				if kp.open >= m.perKey && m.perKey < m.budget {
+					err.Limit, err.PerKey = m.perKey, true
+				}
+				m.dropKeyIfUnusedLocked(kp)
+				m.mu.Unlock()
+				return Lease[C]{}, err
+			}
+			m.mu.Unlock()
+			if w.err != nil {
+				return Lease[C]{}, w.err
+			}
+			// Served while giving up: hand the grant on to the next caller.
+			m.abandon(kp, w.g)
+			return Lease[C]{}, &BudgetError{Key: key, Limit: m.budget, Err: ctx.Err()}
 		}
-		m.mu.Unlock()
-		if w.err != nil {
-			return Lease[C]{}, w.err
-		}
-		// Served while giving up: hand the grant on to the next caller.
-		m.abandon(kp, w.g)
-		return Lease[C]{}, &BudgetError{Key: key, Limit: m.budget, Err: ctx.Err()}
 	}
 	if w.err != nil {
 		return Lease[C]{}, w.err
@@ -253,9 +295,9 @@ func (m *Manager[C]) Acquire(ctx context.Context, key string) (Lease[C], error) 
 }
 
 // grantLocked serves kp now if the policy allows: an idle connection of kp,
-// else a free slot, else the slot of the least recently used idle connection
-// (of another key, since kp has none).
-func (m *Manager[C]) grantLocked(kp *keyPool[C]) (grant[C], bool) {
+// else a free slot, else, if mayEvict, the slot of the least recently used
+// idle connection (of another key, since kp has none).
+func (m *Manager[C]) grantLocked(kp *keyPool[C], mayEvict bool) (grant[C], bool) {
 	if c := kp.idleTail; c != nil {
 		m.unlinkIdleLocked(c)
 		kp.inUse++
@@ -273,7 +315,7 @@ func (m *Manager[C]) grantLocked(kp *keyPool[C]) (grant[C], bool) {
 		return grant[C]{dial: true, epoch: kp.epoch}, true
 	}
 	v := m.lruHead
-	if v == nil {
+	if v == nil || !mayEvict {
 		return grant[C]{}, false
 	}
 	// The victim's slot passes to kp: m.open does not change. The victim
@@ -415,7 +457,7 @@ func (m *Manager[C]) serveLocked() {
 			return
 		}
 		next := w.next
-		if g, ok := m.grantLocked(w.kp); ok {
+		if g, ok := m.grantLocked(w.kp, w.mayEvict); ok {
 			m.removeWaiterLocked(w)
 			w.served, w.g = true, g
 			w.ready <- struct{}{}

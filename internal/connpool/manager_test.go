@@ -67,6 +67,7 @@ func TestNew(t *testing.T) {
 		"ZeroBudget":          func(c *Config[*fakeConn]) { c.Budget = 0 },
 		"NegativeMaxPerKey":   func(c *Config[*fakeConn]) { c.MaxPerKey = -1 },
 		"NegativeIdleTimeout": func(c *Config[*fakeConn]) { c.IdleTimeout = -time.Second },
+		"NegativeReuseWait":   func(c *Config[*fakeConn]) { c.ReuseWait = -time.Second },
 		"NoDial":              func(c *Config[*fakeConn]) { c.Dial = nil },
 		"NoClose":             func(c *Config[*fakeConn]) { c.Close = nil },
 	} {

@@ -1,0 +1,488 @@
+package faults
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/examples/crm"
+	"github.com/tenancyhq/tenancy/internal/dataplane"
+	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/platform"
+	"github.com/tenancyhq/tenancy/provision"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// bundle is one installation: a catalog on the test server, one data server
+// in it, and the binary built from this tree.
+type bundle struct {
+	bin        string
+	server     *pgtest.Server
+	catalogURL string
+	rng        *rand.Rand
+	slugs      []string // tenants to clean up
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tenancy")
+	build := exec.Command("go", "build", "-o", bin, "github.com/tenancyhq/tenancy/cmd/tenancy")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the binary: %v\n%s", err, out)
+	}
+	s := pgtest.DefaultServer(t)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	b := &bundle{bin: bin, server: s, catalogURL: s.URL(s.NewDatabase(t, "")), rng: rand.New(rand.NewPCG(seed, 1))}
+	t.Cleanup(func() { b.dropClusterObjects(t) })
+	b.mustRun(t, "servers", "add", "pg1", "--dsn", s.URL(s.NewDatabase(t, "")))
+	return b
+}
+
+// command returns the binary running args against the bundle's catalog.
+func (b *bundle) command(ctx context.Context, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	cmd := exec.CommandContext(ctx, b.bin, args...)
+	cmd.Env = append(os.Environ(), "TENANCY_DATABASE_URL="+b.catalogURL, "TENANCY_OPERATOR=faults")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	return cmd, &out
+}
+
+// run runs the binary to its end and returns its output and error.
+func (b *bundle) run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd, out := b.command(ctx, args...)
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func (b *bundle) mustRun(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := b.run(t, args...)
+	if err != nil {
+		t.Fatalf("tenancy %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// runAndKill starts the binary and kills it with SIGKILL after a random
+// delay in [lo, hi), counted from the start, or, when started is not nil,
+// from the moment started first reports true (polled every 2ms): the
+// operation has begun. It reports whether the kill came before the process
+// ended by itself.
+func (b *bundle) runAndKill(t *testing.T, started func() bool, lo, hi time.Duration, args ...string) (killed bool, after time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd, out := b.command(ctx, args...)
+	delay := lo + time.Duration(b.rng.Int64N(int64(hi-lo)))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for started != nil && !started() {
+		select {
+		case err := <-done:
+			t.Fatalf("tenancy %s ended (%v) before its operation was seen to start\n%s", strings.Join(args, " "), err, out)
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("tenancy %s failed before the kill: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return false, delay
+	case <-time.After(delay):
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	err := <-done
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return true, delay
+		}
+	}
+	if err != nil {
+		t.Fatalf("tenancy %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return false, delay // it ended by itself just before the signal
+}
+
+// converge runs args again until it succeeds, at most three times: each run
+// continues or rolls back what the killed one left. A run whose output
+// contains done (when not empty) counts as a success too: it says there is
+// nothing left to do.
+func (b *bundle) converge(t *testing.T, done string, args ...string) string {
+	t.Helper()
+	var out string
+	var err error
+	for range 3 {
+		if out, err = b.run(t, args...); err == nil || (done != "" && strings.Contains(out, done)) {
+			return out
+		}
+		t.Logf("re-run of tenancy %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	t.Fatalf("tenancy %s did not converge: %v\n%s", strings.Join(args, " "), err, out)
+	return ""
+}
+
+// timed runs args to completion and returns how long it took.
+func (b *bundle) timed(t *testing.T, args ...string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	b.mustRun(t, args...)
+	return time.Since(start)
+}
+
+func (b *bundle) tenant(t *testing.T, slug string) *tenancy.Tenant {
+	t.Helper()
+	var tn tenancy.Tenant
+	out := b.mustRun(t, "tenants", "show", slug, "--json")
+	var list []tenancy.Tenant
+	if err := json.Unmarshal([]byte(out), &list); err == nil && len(list) == 1 {
+		return &list[0]
+	}
+	if err := json.Unmarshal([]byte(out), &tn); err != nil {
+		t.Fatalf("tenants show %s --json: %v\n%s", slug, err, out)
+	}
+	return &tn
+}
+
+func (b *bundle) admin(t *testing.T, db string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), b.server.URL(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// catalogCheck checks that the catalog holds exactly one tenant with slug,
+// active, and no unfinished operation or move for it.
+func (b *bundle) catalogCheck(t *testing.T, slug string) *tenancy.Tenant {
+	t.Helper()
+	ctx := context.Background()
+	conn := b.admin(t, strings.TrimPrefix(mustPath(t, b.catalogURL), "/"))
+	var n, open, moving int
+	var status string
+	err := conn.QueryRow(ctx, `SELECT count(*), min(status),
+		(SELECT count(*) FROM catalog.operations WHERE tenant_slug = $1 AND state IN ('running', 'failed')),
+		(SELECT count(*) FROM catalog.moves m JOIN catalog.tenants t ON t.id = m.tenant_id
+		  WHERE t.slug = $1 AND m.state NOT IN ('done', 'rolled_back'))
+		FROM catalog.tenants WHERE slug = $1`, slug).Scan(&n, &status, &open, &moving)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || status != string(tenancy.StatusActive) || open != 0 || moving != 0 {
+		t.Fatalf("catalog: %d tenants %q in status %q, %d unfinished operations, %d unfinished moves; want one active, none unfinished",
+			n, slug, status, open, moving)
+	}
+	return b.tenant(t, slug)
+}
+
+// storage lists the databases and schemas on the server named for slug.
+func (b *bundle) storage(t *testing.T, dataDB, slug string) (dbs, schemas []string) {
+	t.Helper()
+	ctx := context.Background()
+	name := "tenant_" + strings.ReplaceAll(slug, "-", "_")
+	rows, err := b.admin(t, "postgres").Query(ctx, `SELECT datname FROM pg_database WHERE datname = $1`, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbs, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err = b.admin(t, dataDB).Query(ctx, `SELECT nspname FROM pg_namespace WHERE nspname = $1`, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	schemas, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dbs, schemas
+}
+
+func mustPath(t *testing.T, raw string) string {
+	t.Helper()
+	i := strings.LastIndex(raw, "/")
+	j := strings.IndexByte(raw[i:], '?')
+	if j < 0 {
+		return raw[i:]
+	}
+	return raw[i : i+j]
+}
+
+// dropClusterObjects drops what outlives the test's databases: the tenants'
+// databases and roles.
+func (b *bundle) dropClusterObjects(t *testing.T) {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, b.server.URL("postgres"))
+	if err != nil {
+		t.Logf("cleanup: %v", err)
+		return
+	}
+	defer conn.Close(ctx)
+	cat, err := pgx.Connect(ctx, b.catalogURL)
+	if err != nil {
+		t.Logf("cleanup: %v", err)
+		return
+	}
+	defer cat.Close(ctx)
+	for _, slug := range b.slugs {
+		_ = dataplane.DropDatabase(ctx, conn, "tenant_"+strings.ReplaceAll(slug, "-", "_"))
+		var id tenancy.Tenant
+		if err := cat.QueryRow(ctx, `SELECT id FROM catalog.tenants WHERE slug = $1`, slug).Scan(&id.ID); err == nil {
+			_, _ = conn.Exec(ctx, "DROP ROLE IF EXISTS "+dataplane.Ident(id.Role()))
+		}
+	}
+}
+
+// TestKillCreate kills "tenants create --model database" at a random moment
+// between the start of the process and the end of a typical create, then runs
+// the same command again: the tenant is active exactly once, with exactly
+// its one database, and no schema or other leftover.
+func TestKillCreate(t *testing.T) {
+	b := setup(t)
+	dataDB := dataDBOf(t, b)
+	startup := b.timed(t, "tenants", "list")
+	// The first database tenant of a server also builds its template:
+	// time the second.
+	var full time.Duration
+	for range 2 {
+		ref := pgtest.UniqueName("kc")
+		b.slugs = append(b.slugs, ref)
+		full = b.timed(t, "tenants", "create", ref, "--model", "database")
+	}
+	t.Logf("process start-up %v, a database tenant created in %v", startup, full)
+
+	var killed int
+	for i := range 4 {
+		slug := pgtest.UniqueName("kc")
+		b.slugs = append(b.slugs, slug)
+		args := []string{"tenants", "create", slug, "--model", "database"}
+		k, after := b.runAndKill(t, b.exists(t, `SELECT EXISTS (SELECT 1 FROM catalog.tenants WHERE slug = $1)`, slug),
+			0, full-startup, args...)
+		if k {
+			killed++
+		}
+		// A kill after the commit leaves nothing to do: the re-run says
+		// the tenant exists.
+		b.converge(t, fmt.Sprintf("tenant %q already exists", slug), args...)
+		tn := b.catalogCheck(t, slug)
+		dbs, schemas := b.storage(t, dataDB, slug)
+		if tn.Model != tenancy.ModelDatabase || len(dbs) != 1 || dbs[0] != tn.Placement.Database || len(schemas) != 0 {
+			t.Fatalf("run %d (killed %v after %v): tenant %+v; databases %v, schemas %v", i, k, after, tn, dbs, schemas)
+		}
+		b.checkServed(t, slug, 0)
+		t.Logf("run %d: killed %v after %v; converged", i, k, after)
+	}
+	t.Logf("%d of 4 runs killed mid-way", killed)
+	if killed == 0 {
+		t.Error("no run was killed before it ended")
+	}
+}
+
+// exists returns a function that reports whether query, run on the catalog
+// with slug, returns true.
+func (b *bundle) exists(t *testing.T, query, slug string) func() bool {
+	conn := b.admin(t, strings.TrimPrefix(mustPath(t, b.catalogURL), "/"))
+	return func() bool {
+		var ok bool
+		if err := conn.QueryRow(context.Background(), query, slug).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+}
+
+// dataDBOf returns the name of the data server's shared database.
+func dataDBOf(t *testing.T, b *bundle) string {
+	t.Helper()
+	var dsn string
+	conn := b.admin(t, strings.TrimPrefix(mustPath(t, b.catalogURL), "/"))
+	if err := conn.QueryRow(context.Background(), `SELECT dsn FROM catalog.servers WHERE name = 'pg1'`).Scan(&dsn); err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimPrefix(mustPath(t, dsn), "/")
+}
+
+// openPlatform opens a platform on the bundle's catalog in this process.
+func (b *bundle) openPlatform(t *testing.T) *platform.Platform {
+	t.Helper()
+	p, err := platform.Open(context.Background(), platform.Config{CatalogURL: b.catalogURL, DataModel: crm.Migrations()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// checkServed checks that the tenant is served and has want contacts.
+func (b *bundle) checkServed(t *testing.T, slug string, want int) {
+	t.Helper()
+	p := b.openPlatform(t)
+	ctx, err := p.TenantContext(context.Background(), slug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	err = p.Router.Tx(ctx, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `SELECT count(*) FROM contacts`).Scan(&n)
+	})
+	if err != nil || n != want {
+		t.Fatalf("tenant %s: %d contacts, %v; want %d", slug, n, err, want)
+	}
+}
+
+// TestKillMigrate kills "migrate up" over seven targets (shared tables, three
+// schemas, three databases) at a random moment, four times, each time with a new
+// migration that fails if applied twice (ADD COLUMN), then runs it again:
+// every target ends with the migration applied once.
+func TestKillMigrate(t *testing.T) {
+	b := setup(t)
+	dataDB := dataDBOf(t, b)
+	var slugs []string
+	for _, model := range []string{"shared", "schema", "schema", "schema", "database", "database", "database"} {
+		slug := pgtest.UniqueName("km")
+		b.slugs = append(b.slugs, slug)
+		slugs = append(slugs, slug)
+		b.mustRun(t, "tenants", "create", slug, "--model", model)
+	}
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, crm.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	startup := b.timed(t, "migrate", "up", "--migrations", dir)
+	entries, err := fs.Glob(os.DirFS(dir), "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var killed int
+	for i := range 4 {
+		column := fmt.Sprintf("kill_mark_%d", i)
+		name := fmt.Sprintf("%03d_%s.sql", len(entries)+1+i, column)
+		sql := fmt.Sprintf("ALTER TABLE contacts ADD COLUMN %s int;\nALTER TABLE deals ADD COLUMN %s int;\n", column, column)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(sql), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"migrate", "up", "--migrations", dir, "--parallel", "2", "--json"}
+		k, after := b.runAndKill(t, nil, startup/2, 2*startup, args...)
+		if k {
+			killed++
+		}
+		out := b.converge(t, "", args...)
+		var rep struct{ Migrated, Current, Failed, Skipped int }
+		if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &rep); err != nil {
+			t.Fatalf("migrate up --json: %v\n%s", err, out)
+		}
+		// Targets: the shared tables, three schemas, three databases.
+		if rep.Failed != 0 || rep.Skipped != 0 || rep.Migrated+rep.Current != len(slugs) {
+			t.Fatalf("run %d (killed %v after %v): re-run report %+v", i, k, after, rep)
+		}
+		for _, slug := range slugs {
+			tn := b.catalogCheck(t, slug)
+			db := tn.Placement.Database
+			if tn.Model == tenancy.ModelShared {
+				db = dataDB
+			}
+			var n int
+			err := b.admin(t, db).QueryRow(context.Background(), `SELECT count(*) FROM information_schema.columns
+				WHERE table_schema = $1 AND table_name IN ('contacts', 'deals') AND column_name = $2`, tn.Placement.Schema, column).Scan(&n)
+			if err != nil || n != 2 {
+				t.Fatalf("run %d: tenant %s (%s): %d of 2 columns %s: %v", i, slug, tn.Model, n, column, err)
+			}
+		}
+		t.Logf("run %d: killed %v after %v; re-run %+v", i, k, after, rep)
+	}
+	t.Logf("%d of 4 runs killed mid-way", killed)
+}
+
+// TestKillMove kills "tenants move" at a random moment while a tenant with
+// rows moves from the shared tables to its own database (and back), then runs
+// the same command again: the tenant is active at exactly one placement, with
+// every row, and nothing of it is left at the other.
+func TestKillMove(t *testing.T) {
+	b := setup(t)
+	dataDB := dataDBOf(t, b)
+	const rows = 500
+	slug := pgtest.UniqueName("kmv")
+	b.slugs = append(b.slugs, slug)
+	b.mustRun(t, "tenants", "create", slug, "--model", "shared")
+	tn := b.tenant(t, slug)
+	p := b.openPlatform(t)
+	ctx, err := p.TenantContext(context.Background(), slug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Router.Tx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO contacts (tenant_id, name, email)
+			SELECT $1, 'c' || i, 'c' || i || '@example.com' FROM generate_series(1, $2) i`, tn.ID, rows)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startup := b.timed(t, "tenants", "list")
+	full := b.timed(t, "tenants", "move", slug, "--to", "database")
+	full += b.timed(t, "tenants", "move", slug, "--to", "shared")
+	full /= 2
+	t.Logf("process start-up %v, a move of %d rows in %v", startup, rows, full)
+
+	var killed int
+	for i, to := range []string{"database", "shared", "database", "shared"} {
+		args := []string{"tenants", "move", slug, "--to", to}
+		started := b.exists(t, `SELECT EXISTS (SELECT 1 FROM catalog.moves m JOIN catalog.tenants t ON t.id = m.tenant_id
+			WHERE t.slug = $1 AND m.state NOT IN ('done', 'rolled_back'))`, slug)
+		k, after := b.runAndKill(t, started, 0, full-startup, args...)
+		if k {
+			killed++
+		}
+		// A kill after the move finished leaves nothing to do; the checks
+		// below find anything left unfinished.
+		b.converge(t, fmt.Sprintf("is already a %s tenant", to), args...)
+		tn := b.catalogCheck(t, slug)
+		if string(tn.Model) != to {
+			t.Fatalf("run %d: tenant in the %s model, want %s", i, tn.Model, to)
+		}
+		dbs, schemas := b.storage(t, dataDB, slug)
+		var shared int
+		if err := b.admin(t, dataDB).QueryRow(context.Background(), `SELECT count(*) FROM `+provision.SharedSchema+`.contacts WHERE tenant_id = $1`, tn.ID).Scan(&shared); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case to == "database" && (len(dbs) != 1 || shared != 0),
+			to == "shared" && (len(dbs) != 0 || shared != rows),
+			len(schemas) != 0:
+			t.Fatalf("run %d (killed %v after %v) to %s: databases %v, schemas %v, %d rows in the shared tables",
+				i, k, after, to, dbs, schemas, shared)
+		}
+		b.checkServed(t, slug, rows)
+		t.Logf("run %d: killed %v after %v; converged at %s", i, k, after, to)
+	}
+	t.Logf("%d of 4 runs killed mid-way", killed)
+	if killed == 0 {
+		t.Error("no run was killed before it ended")
+	}
+}
