@@ -78,6 +78,9 @@ type Config struct {
 	// Requests, when set, reports a tenant's HTTP requests and 429s (see
 	// Usage); serve counts them.
 	Requests func(slug string) (requests, rateLimited int64)
+	// RequestSeries, when set, reports a tenant's requests and 429s per
+	// minute, oldest first (GET /v1/tenants/{slug}/usage/series).
+	RequestSeries func(slug string) []UsagePoint
 	// Logger receives internal errors and, without Record, the actions.
 	Logger *slog.Logger
 }

@@ -27,6 +27,7 @@ func (a *API) routes() {
 	a.mux.HandleFunc("POST /v1/tenants", a.action("tenant.create", a.createTenant))
 	a.mux.HandleFunc("GET /v1/tenants/{slug}", a.action("tenant.show", a.showTenant))
 	a.mux.HandleFunc("GET /v1/tenants/{slug}/usage", a.action("tenant.usage", a.tenantUsage))
+	a.mux.HandleFunc("GET /v1/tenants/{slug}/usage/series", a.action("tenant.usage.series", a.tenantUsageSeries))
 	a.mux.HandleFunc("GET /v1/tenants/{slug}/audit", a.action("tenant.audit.list", a.tenantAudit))
 	a.mux.HandleFunc("GET /v1/tenants/{slug}/audit/verify", a.action("tenant.audit.verify", a.verifyAudit))
 	for _, op := range []string{OpSuspend, OpResume, OpDelete, OpRestore, OpPurge, OpMove, OpChangeTier} {

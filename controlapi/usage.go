@@ -3,6 +3,7 @@ package controlapi
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -24,6 +25,30 @@ type Usage struct {
 	// absent when the API has no counter.
 	Requests    *int64 `json:"requests,omitempty"`
 	RateLimited *int64 `json:"rate_limited,omitempty"`
+}
+
+// UsagePoint is one minute of a tenant's requests on this app node.
+type UsagePoint struct {
+	At          time.Time `json:"at"` // the minute's start
+	Requests    int64     `json:"requests"`
+	RateLimited int64     `json:"rate_limited"`
+}
+
+// UsageSeries is a tenant's requests per minute on this app node.
+type UsageSeries struct {
+	IntervalSeconds int          `json:"interval_seconds"`
+	Points          []UsagePoint `json:"points"` // oldest first
+}
+
+func (a *API) tenantUsageSeries(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	t, err := a.tenant(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	if a.cfg.RequestSeries == nil {
+		return 0, nil, tenancy.Errorf(tenancy.CodeNotFound, "this server does not count requests per tenant")
+	}
+	return http.StatusOK, &UsageSeries{IntervalSeconds: 60, Points: a.cfg.RequestSeries(t.Slug)}, nil
 }
 
 func (a *API) tenantUsage(w http.ResponseWriter, r *http.Request) (int, any, error) {

@@ -65,7 +65,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, metrics: newMetrics(cfg.Platform), tenants: newTenantCounts()}
 	api, err := controlapi.New(controlapi.Config{
 		Platform: cfg.Platform, Token: cfg.OperatorToken, Record: cfg.RecordControl,
-		Operations: cfg.ControlOperations, Logger: cfg.Logger, Requests: s.tenants.get,
+		Operations: cfg.ControlOperations, Logger: cfg.Logger, Requests: s.tenants.get, RequestSeries: s.tenants.series,
 	})
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ package web_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -69,12 +70,22 @@ func TestDashboardInBrowser(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := serve.New(serve.Config{Platform: b.Platform, OperatorToken: token})
+	// The application answers everything; three requests to the schema
+	// tenant are what its chart must show.
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	srv, err := serve.New(serve.Config{Platform: b.Platform, App: app, OperatorToken: token})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
+	for range 3 {
+		resp, err := http.Get(hs.URL + "/t/" + schemaTenant.Slug + "/contacts")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium),
@@ -196,6 +207,8 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.WaitVisible(css("#audit-table tbody tr")),
 	)
 	auditText := text("#audit-table tbody")
+	do("see the request chart", chromedp.WaitVisible(css("#usage-chart svg rect.requests")))
+	chart := text("#usage-chart-caption")
 	focused, err := chromedp.Run(bctx, chromedp.Evaluate[string](`document.activeElement.id`))
 	if err != nil {
 		t.Fatal(err)
@@ -242,6 +255,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if !strings.Contains(auditText, "user:browser-test") || !strings.Contains(auditText, "insert") || !strings.Contains(auditText, "contacts") {
 		t.Errorf("the audit log lacks the insert by user:browser-test:\n%s", auditText)
+	}
+	if !strings.Contains(chart, "Requests per minute to "+schemaTenant.Slug) || !strings.Contains(chart, ": 3 in all, 0 answered 429") {
+		t.Errorf("the request chart's caption: %q", chart)
 	}
 	if focused != "audit-h" {
 		t.Errorf("focus after opening the audit log is on %q, want its heading", focused)

@@ -163,8 +163,50 @@ async function verifyEvents() {
   }
 }
 
+// showChart draws the tenant's requests per minute on this node (green) and
+// those answered 429 (red) as bars, with the figures in the caption and in
+// each bar's title for screen readers.
+async function showChart(slug) {
+  const caption = $("#usage-chart-caption");
+  try {
+    const s = await call("GET", "/tenants/" + encodeURIComponent(slug) + "/usage/series");
+    const pts = s.points;
+    const total = pts.reduce((a, p) => a + p.requests, 0);
+    const limited = pts.reduce((a, p) => a + p.rate_limited, 0);
+    const max = Math.max(1, ...pts.map((p) => p.requests));
+    const W = 300, H = 60, bw = W / pts.length, ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    const label = "Requests per minute to " + slug + " over the last " + pts.length + " minutes on this node: " +
+      total + " in all, " + limited + " answered 429";
+    svg.setAttribute("viewBox", "0 0 " + W + " " + H);
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", label);
+    pts.forEach((p, i) => {
+      for (const [n, cls] of [[p.requests, "requests"], [p.rate_limited, "limited"]]) {
+        if (!n) continue;
+        const h = Math.max(1, (n / max) * H);
+        const r = document.createElementNS(ns, "rect");
+        r.setAttribute("x", i * bw + 1);
+        r.setAttribute("width", Math.max(1, bw - 2));
+        r.setAttribute("y", H - h);
+        r.setAttribute("height", h);
+        r.setAttribute("class", cls);
+        const title = document.createElementNS(ns, "title");
+        title.textContent = new Date(p.at).toLocaleTimeString() + ": " + p.requests + " requests, " + p.rate_limited + " answered 429";
+        r.appendChild(title);
+        svg.appendChild(r);
+      }
+    });
+    $("#usage-chart-svg").replaceChildren(svg);
+    caption.textContent = label + ".";
+  } catch (e) {
+    $("#usage-chart-svg").replaceChildren();
+    caption.textContent = "No request counts for " + slug + ": " + e.message;
+  }
+}
+
 async function showAudit(slug, more) {
-  if (!more) { current = slug; auditAfter = 0; $("#audit-table tbody").replaceChildren(); $("#verification").textContent = ""; }
+  if (!more) { current = slug; auditAfter = 0; $("#audit-table tbody").replaceChildren(); $("#verification").textContent = ""; showChart(slug); }
   $("#audit").hidden = false;
   $("#audit-h").textContent = "Audit log of " + slug;
   for (const tr of document.querySelectorAll("#tenants tbody tr")) tr.className = tr.dataset.slug === slug ? "selected" : "";
