@@ -89,6 +89,8 @@ type Config struct {
 type Router struct {
 	cfg    Config
 	tracer trace.Tracer // nil: no tracing
+	// txStats counts transactions by server and model, for metrics.
+	txStats txStats
 
 	mu      sync.Mutex
 	servers map[string]*serverPool
@@ -193,6 +195,8 @@ func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error
 	if err := t.CheckServable(); err != nil {
 		return err
 	}
+	start := time.Now()
+	defer func() { r.txStats.observe(t, time.Since(start), err) }()
 	if r.tracer != nil {
 		var span trace.Span
 		ctx, span = r.startTx(ctx, t)

@@ -8,6 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/platform"
 )
 
@@ -20,10 +23,19 @@ type metrics struct {
 	requests map[[2]string]uint64 // area, status class
 	seconds  map[string]float64   // area
 	counts   map[string]uint64    // area
+	limited  map[[2]string]uint64 // tier, model: requests answered 429
 }
 
 func newMetrics(p *platform.Platform) *metrics {
-	return &metrics{p: p, requests: map[[2]string]uint64{}, seconds: map[string]float64{}, counts: map[string]uint64{}}
+	return &metrics{p: p, requests: map[[2]string]uint64{}, seconds: map[string]float64{}, counts: map[string]uint64{},
+		limited: map[[2]string]uint64{}}
+}
+
+// rateLimited counts a request of a tenant of this tier and model answered 429.
+func (m *metrics) rateLimited(tier tenancy.Tier, model tenancy.Model) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.limited[[2]string{string(tier), string(model)}]++
 }
 
 func (m *metrics) observe(area string, status int, d time.Duration) {
@@ -60,9 +72,53 @@ func (m *metrics) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "tenancy_http_request_duration_seconds_sum{area=%q} %g\n", a, m.seconds[a])
 		fmt.Fprintf(w, "tenancy_http_request_duration_seconds_count{area=%q} %d\n", a, m.counts[a])
 	}
+	fmt.Fprintln(w, "# HELP tenancy_http_rate_limited_total Requests answered 429, by the tenant's tier and model.")
+	fmt.Fprintln(w, "# TYPE tenancy_http_rate_limited_total counter")
+	lks := make([][2]string, 0, len(m.limited))
+	for k := range m.limited {
+		lks = append(lks, k)
+	}
+	sort.Slice(lks, func(i, j int) bool { return lks[i][0]+"\x00"+lks[i][1] < lks[j][0]+"\x00"+lks[j][1] })
+	for _, k := range lks {
+		fmt.Fprintf(w, "tenancy_http_rate_limited_total{tier=%q,model=%q} %d\n", k[0], k[1], m.limited[k])
+	}
 	m.mu.Unlock()
 
+	fmt.Fprintln(w, "# HELP tenancy_router_transactions_total Tenant transactions, by server, model and outcome.")
+	fmt.Fprintln(w, "# TYPE tenancy_router_transactions_total counter")
+	txs := m.p.Router.TxStats()
+	for _, st := range txs {
+		fmt.Fprintf(w, "tenancy_router_transactions_total{server=%q,model=%q,outcome=\"committed\"} %d\n", st.Server, st.Model, st.Committed)
+		fmt.Fprintf(w, "tenancy_router_transactions_total{server=%q,model=%q,outcome=\"failed\"} %d\n", st.Server, st.Model, st.Failed)
+	}
+	fmt.Fprintln(w, "# HELP tenancy_router_transaction_seconds_total Time spent in tenant transactions, by server and model.")
+	fmt.Fprintln(w, "# TYPE tenancy_router_transaction_seconds_total counter")
+	for _, st := range txs {
+		fmt.Fprintf(w, "tenancy_router_transaction_seconds_total{server=%q,model=%q} %g\n", st.Server, st.Model, st.Seconds)
+	}
+
 	ctx := r.Context()
+	var moves int64
+	if err := m.p.Catalog.Pool().QueryRow(ctx, `SELECT count(*) FROM catalog.moves WHERE state NOT IN ('done', 'rolled_back')`).Scan(&moves); err == nil {
+		fmt.Fprintln(w, "# HELP tenancy_moves_in_progress Tenant moves started and not finished or rolled back.")
+		fmt.Fprintln(w, "# TYPE tenancy_moves_in_progress gauge")
+		fmt.Fprintf(w, "tenancy_moves_in_progress %d\n", moves)
+	}
+	if rows, err := m.p.Catalog.Pool().Query(ctx, `SELECT kind, count(*) FROM catalog.operations WHERE state IN ('running', 'failed') GROUP BY kind ORDER BY kind`); err == nil {
+		kinds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([2]any, error) {
+			var kind string
+			var n int64
+			err := r.Scan(&kind, &n)
+			return [2]any{kind, n}, err
+		})
+		if err == nil {
+			fmt.Fprintln(w, "# HELP tenancy_operations_unfinished Lifecycle operations (provision, purge, …) running or failed and not yet finished, by kind.")
+			fmt.Fprintln(w, "# TYPE tenancy_operations_unfinished gauge")
+			for _, k := range kinds {
+				fmt.Fprintf(w, "tenancy_operations_unfinished{kind=%q} %d\n", k[0], k[1])
+			}
+		}
+	}
 	if ts, err := m.p.Catalog.Tenants(ctx, nil); err == nil {
 		byLabels := map[[3]string]int{}
 		for _, t := range ts {

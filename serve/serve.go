@@ -172,6 +172,11 @@ func (s *Server) logged(next http.Handler) http.Handler {
 		if slug != "" {
 			attrs = append(attrs, slog.String("tenant", slug))
 			s.tenants.count(slug, rec.status)
+			if rec.status == http.StatusTooManyRequests {
+				if t, err := s.cfg.Platform.Cache.ResolveSlug(r.Context(), slug); err == nil {
+					s.metrics.rateLimited(t.Tier, t.Model)
+				}
+			}
 		}
 		s.cfg.Logger.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 	})

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 	"time"
 
 	"github.com/tenancyhq/tenancy"
@@ -66,10 +68,23 @@ func TestServer(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"requests":3`) || !strings.Contains(body, `"rate_limited":1`) {
 		t.Errorf("usage: %d %s", code, body)
 	}
+	if err := b.Platform.Router.Tx(tenanttest.Ctx(tn), func(tx pgx.Tx) error {
+		_, err := tx.Exec(context.Background(), `SELECT count(*) FROM contacts WHERE tenant_id = $1`, tn.ID)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 	code, body = get("/metrics")
-	if code != 200 || !strings.Contains(body, `tenancy_http_requests_total{area="app",code="4xx"} 2`) ||
-		!strings.Contains(body, `tenancy_tenants{model="shared",tier="free",status="active"} 1`) {
-		t.Errorf("metrics: %d\n%s", code, body)
+	for _, want := range []string{
+		`tenancy_http_requests_total{area="app",code="4xx"} 2`,
+		`tenancy_tenants{model="shared",tier="free",status="active"} 1`,
+		`tenancy_http_rate_limited_total{tier="free",model="shared"} 1`,
+		`tenancy_router_transactions_total{server="` + tn.Placement.Server + `",model="shared",outcome="committed"} 1`,
+		`tenancy_moves_in_progress 0`,
+	} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s: %d\n%s", want, code, body)
+		}
 	}
 	if strings.Contains(body, tn.Slug) || strings.Contains(body, tn.ID.String()) {
 		t.Errorf("the metrics name a tenant:\n%s", body)
