@@ -31,6 +31,9 @@ const (
 	// EventRolledBack: a provisioning was rolled back; the tenant's row and
 	// storage are gone.
 	EventRolledBack EventKind = "rolled_back"
+	// EventOperationFailed: a long operation started through the control
+	// API (a move) failed in the background; details name it and the error.
+	EventOperationFailed EventKind = "operation_failed"
 )
 
 // Event is one entry of the control plane's audit log.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/accounts"
+	"github.com/tenancyhq/tenancy/catalog"
 	"github.com/tenancyhq/tenancy/httpx"
 	"github.com/tenancyhq/tenancy/platform"
 )
@@ -122,8 +123,23 @@ func New(cfg Config) (*API, error) {
 		}
 	}
 	a.ops = newOperations(a.logger)
+	a.ops.failed = a.recordFailure
 	a.routes()
 	return a, nil
+}
+
+// recordFailure writes an operation that failed in the background to the
+// control-plane log: the move itself records only its success, and the
+// client that started it may never poll.
+func (a *API) recordFailure(ctx context.Context, kind, slug string, err error) {
+	e := &catalog.Event{Kind: catalog.EventOperationFailed, TenantSlug: slug}
+	if t, terr := a.cfg.Platform.Catalog.TenantBySlug(ctx, slug); terr == nil {
+		e.TenantID = t.ID
+	}
+	p := problemOf(err)
+	if rerr := a.cfg.Platform.Catalog.RecordEvent(ctx, e, map[string]string{"operation": kind, "code": string(p.Code), "detail": p.Detail}); rerr != nil {
+		a.logger.WarnContext(ctx, "record a failed operation", "operation", kind, "tenant", slug, "error", rerr)
+	}
 }
 
 // ServeHTTP serves the API. The OpenAPI document needs no token.

@@ -64,6 +64,9 @@ type operations struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	logger *slog.Logger
+	// failed, when set, records an operation that failed in the background
+	// (the control-plane log), with the values of the request that started it.
+	failed func(ctx context.Context, kind, slug string, err error)
 
 	mu      sync.Mutex
 	byID    map[string]*OpResource
@@ -116,6 +119,11 @@ func (o *operations) start(ctx context.Context, kind, slug string, fn func(conte
 			defer o.mu.Unlock()
 			op.Step, op.Rows, op.UpdatedAt = step, rows, time.Now().UTC()
 		})
+		if err != nil && o.failed != nil {
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(octx), 10*time.Second)
+			o.failed(rctx, kind, slug, err)
+			rcancel()
+		}
 		o.mu.Lock()
 		defer o.mu.Unlock()
 		o.running--
