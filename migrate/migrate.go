@@ -466,3 +466,17 @@ func parseDSN(s *tenancy.Server) (*pgx.ConnConfig, error) {
 	}
 	return cfg, nil
 }
+
+// InProgress reports whether a fleet migration is running on the catalog:
+// whether some session holds the fleet lock. For metrics and dashboards.
+func InProgress(ctx context.Context, cat *catalog.Catalog) (bool, error) {
+	var held bool
+	err := cat.Pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND objsubid = 1
+		  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid)`, fleetLock).Scan(&held)
+	if err != nil {
+		return false, fmt.Errorf("look for a running fleet migration: %w", err)
+	}
+	return held, nil
+}

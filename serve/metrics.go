@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/migrate"
 	"github.com/tenancyhq/tenancy/platform"
 )
 
@@ -103,6 +104,15 @@ func (m *metrics) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "# HELP tenancy_moves_in_progress Tenant moves started and not finished or rolled back.")
 		fmt.Fprintln(w, "# TYPE tenancy_moves_in_progress gauge")
 		fmt.Fprintf(w, "tenancy_moves_in_progress %d\n", moves)
+	}
+	if running, err := migrate.InProgress(ctx, m.p.Catalog); err == nil {
+		fmt.Fprintln(w, "# HELP tenancy_migrations_in_progress 1 while a fleet migration runs, else 0.")
+		fmt.Fprintln(w, "# TYPE tenancy_migrations_in_progress gauge")
+		n := 0
+		if running {
+			n = 1
+		}
+		fmt.Fprintf(w, "tenancy_migrations_in_progress %d\n", n)
 	}
 	if rows, err := m.p.Catalog.Pool().Query(ctx, `SELECT kind, count(*) FROM catalog.operations WHERE state IN ('running', 'failed') GROUP BY kind ORDER BY kind`); err == nil {
 		kinds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([2]any, error) {

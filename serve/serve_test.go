@@ -81,6 +81,7 @@ func TestServer(t *testing.T) {
 		`tenancy_http_rate_limited_total{tier="free",model="shared"} 1`,
 		`tenancy_router_transactions_total{server="` + tn.Placement.Server + `",model="shared",outcome="committed"} 1`,
 		`tenancy_moves_in_progress 0`,
+		`tenancy_migrations_in_progress 0`,
 	} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s: %d\n%s", want, code, body)
