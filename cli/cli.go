@@ -24,6 +24,8 @@ import (
 	"os/user"
 	"syscall"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/tenancyhq/tenancy"
 )
 
@@ -133,6 +135,7 @@ type Main struct {
 	DataModel fs.FS
 
 	closers []func()
+	tracer  trace.TracerProvider // OTLP when configured (see tracing.go), else nil
 }
 
 // Close releases what Run opened (connections, the embedded PostgreSQL).

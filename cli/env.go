@@ -143,6 +143,12 @@ func (m *Main) open(ctx context.Context, c *common) (p *platform.Platform, dataU
 		model = os.DirFS(c.migrations)
 	}
 	cfg := platform.Config{CatalogURL: catalogURL, DataModel: model, Retention: c.retention}
+	if m.tracer == nil {
+		if m.tracer, err = m.tracerProvider(ctx); err != nil {
+			return nil, "", err
+		}
+	}
+	cfg.TracerProvider = m.tracer
 	if c.limits {
 		// Each tenant's plan: requests per second per node, concurrent
 		// transactions, statement timeout.

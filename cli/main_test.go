@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -258,6 +260,16 @@ func TestServe(t *testing.T) {
 		t.Fatalf("serve without a token: exit %d %s", r.code, r.err)
 	}
 	env["TENANCY_OPERATOR_TOKEN"] = "serve-test-operator-token"
+	// A stand-in OTLP collector: the server exports its traces there.
+	var traces atomic.Int64
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/traces" {
+			traces.Add(1)
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer collector.Close()
+	env["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.URL
 	runServing(t, env, func(out string) {
 		_, rest, _ := strings.Cut(out, "serving on ")
 		base, _, _ := strings.Cut(rest, " ")
@@ -293,4 +305,7 @@ func TestServe(t *testing.T) {
 			}
 		}
 	}, "serve", "--addr", "127.0.0.1:0")
+	if traces.Load() == 0 {
+		t.Error("serve exported no traces to OTEL_EXPORTER_OTLP_ENDPOINT")
+	}
 }

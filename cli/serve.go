@@ -94,7 +94,7 @@ func (m *Main) serve(ctx context.Context, p *platform.Platform, acc *accounts.Ac
 	if err != nil {
 		return err
 	}
-	srv, err := serve.New(serve.Config{Platform: p, App: app, OperatorToken: sf.operatorToken, Logger: logger})
+	srv, err := serve.New(serve.Config{Platform: p, App: app, OperatorToken: sf.operatorToken, Logger: logger, TracerProvider: m.tracer})
 	if err != nil {
 		return err
 	}
