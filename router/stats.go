@@ -3,6 +3,7 @@ package router
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tenancyhq/tenancy"
@@ -20,40 +21,40 @@ type TxStat struct {
 	Seconds float64
 }
 
-type txStats struct {
-	mu sync.Mutex
-	m  map[[2]string]*TxStat
+// txStats counts transactions per server and model. It is on every
+// transaction's path, so the counters are atomic and the map is read without
+// a lock once a pair has been seen.
+type txStats struct{ m sync.Map } // [2]string{server, model} → *txCounter
+
+type txCounter struct {
+	committed, failed, nanos atomic.Int64
 }
 
 func (s *txStats) observe(t *tenancy.Tenant, d time.Duration, err error) {
 	k := [2]string{t.Placement.Server, string(t.Model)}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[[2]string]*TxStat{}
-	}
-	st, ok := s.m[k]
+	v, ok := s.m.Load(k)
 	if !ok {
-		st = &TxStat{Server: k[0], Model: t.Model}
-		s.m[k] = st
+		v, _ = s.m.LoadOrStore(k, new(txCounter))
 	}
+	c := v.(*txCounter)
 	if err != nil {
-		st.Failed++
+		c.failed.Add(1)
 	} else {
-		st.Committed++
+		c.committed.Add(1)
 	}
-	st.Seconds += d.Seconds()
+	c.nanos.Add(int64(d))
 }
 
 // TxStats returns the counts of tenant transactions by server and model
 // (never by tenant), sorted by server and model.
 func (r *Router) TxStats() []TxStat {
-	r.txStats.mu.Lock()
-	defer r.txStats.mu.Unlock()
-	out := make([]TxStat, 0, len(r.txStats.m))
-	for _, st := range r.txStats.m {
-		out = append(out, *st)
-	}
+	var out []TxStat
+	r.txStats.m.Range(func(k, v any) bool {
+		key, c := k.([2]string), v.(*txCounter)
+		out = append(out, TxStat{Server: key[0], Model: tenancy.Model(key[1]), Committed: c.committed.Load(),
+			Failed: c.failed.Load(), Seconds: time.Duration(c.nanos.Load()).Seconds()})
+		return true
+	})
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].Server+"\x00"+string(out[i].Model) < out[j].Server+"\x00"+string(out[j].Model)
 	})

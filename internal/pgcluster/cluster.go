@@ -614,3 +614,6 @@ func lastLines(b []byte, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// FreePort asks the kernel for a free port on 127.0.0.1 (see freePort).
+func FreePort() (int, error) { return freePort() }

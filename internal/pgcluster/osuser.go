@@ -131,3 +131,18 @@ func (u osUser) checkTraversable(dir string) error {
 		}
 	}
 }
+
+// UnprivilegedCommand returns a command that runs as PostgreSQL's own
+// programs do here (the postgres OS user when this process is root), after
+// giving it dir. For companions that also refuse to run as root, such as
+// pgbouncer.
+func UnprivilegedCommand(ctx context.Context, dir, name string, args ...string) (*exec.Cmd, error) {
+	u, err := serverOSUser()
+	if err != nil {
+		return nil, err
+	}
+	if err := u.chown(dir); err != nil {
+		return nil, err
+	}
+	return u.command(ctx, name, args...), nil
+}

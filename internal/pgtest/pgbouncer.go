@@ -2,18 +2,20 @@ package pgtest
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tenancyhq/tenancy/internal/pgcluster"
 )
 
 // EnvPgBouncer names the pgbouncer binary to use instead of the one on PATH
@@ -42,7 +44,7 @@ func (s *Server) PgBouncer(tb testing.TB, user, db string, roles ...string) stri
 		tb.Fatalf("pgtest: pgbouncer directory: %v", err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
-	listen, err := freeLoopbackPort()
+	listen, err := pgcluster.FreePort()
 	if err != nil {
 		tb.Fatalf("pgtest: pgbouncer port: %v", err)
 	}
@@ -70,19 +72,18 @@ logfile = %s
 			tb.Fatalf("pgtest: pgbouncer config: %v", err)
 		}
 	}
-	cmd := exec.Command(bin, filepath.Join(dir, "pgbouncer.ini"))
-	cmd.Dir = "/"
+	// pgbouncer refuses to run as root, as PostgreSQL does.
+	cmd, err := pgcluster.UnprivilegedCommand(context.Background(), dir, bin, filepath.Join(dir, "pgbouncer.ini"))
+	if err != nil {
+		tb.Fatalf("pgtest: %v", err)
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	// Killed with this process, however it ends.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if os.Geteuid() == 0 { // pgbouncer refuses to run as root
-		cred, err := unprivileged(dir)
-		if err != nil {
-			tb.Fatalf("pgtest: %v", err)
-		}
-		cmd.SysProcAttr.Credential = cred
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("pgtest: start pgbouncer: %v", err)
 	}
@@ -131,28 +132,4 @@ func findPgBouncer() (string, error) {
 		return "/usr/sbin/pgbouncer", nil
 	}
 	return "", fmt.Errorf("pgbouncer not found: install Debian package pgbouncer (scripts/setup does), or set %s", EnvPgBouncer)
-}
-
-// unprivileged returns the credentials of the postgres OS user and gives it
-// dir.
-func unprivileged(dir string) (*syscall.Credential, error) {
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return nil, fmt.Errorf("pgbouncer cannot run as root and OS user postgres was not found: %w", err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	if err := os.Chown(dir, uid, gid); err != nil {
-		return nil, fmt.Errorf("give %s to postgres: %w", dir, err)
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-func freeLoopbackPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
