@@ -32,6 +32,16 @@ import (
 // VersionTable is the table, in each target schema, that records applied migrations.
 const VersionTable = "tenancy_migrations"
 
+// protectRevision numbers the protection Protect writes (policies, pins,
+// triggers, grants). Raise it when that SQL changes, so that migrate
+// protects every target again.
+const protectRevision = 1
+
+// platformVersion is what ApplyTx records on a target's version table (as
+// its comment) once the target is prepared: the library's SQL beside the
+// data model. A target recorded with another version is stale (State.Stale).
+var platformVersion = fmt.Sprintf("tenancy platform %s.%d", dataplane.Version, protectRevision)
+
 // PolicyName is the name of the isolation policy on every tenant table.
 const PolicyName = "tenancy_isolation"
 
@@ -104,6 +114,9 @@ func (m *Model) ApplyTx(ctx context.Context, tx pgx.Tx, target Target) (int, err
 	}
 	if err := Protect(ctx, tx, target); err != nil {
 		return 0, err
+	}
+	if _, err := tx.Exec(ctx, "COMMENT ON TABLE "+dataplane.Ident(target.Schema, VersionTable)+" IS "+dataplane.QuoteLiteral(platformVersion)); err != nil {
+		return 0, fmt.Errorf("schema %s: record the platform version: %w", target.Schema, err)
 	}
 	return len(done), nil
 }
@@ -242,11 +255,34 @@ type State struct {
 	// Drift are versions applied with a checksum other than the file's: the
 	// file was changed after it was applied.
 	Drift []int `json:"drift,omitempty"`
+	// Stale reports that the target was last prepared by a version of this
+	// library whose functions, triggers or policies differ from this one's
+	// (or by none): migrating it installs this version's, even with no
+	// migration pending.
+	Stale bool `json:"stale,omitempty"`
 }
 
 // Current reports whether the target is at the model's latest version, with
-// no drift.
-func (s State) Current() bool { return len(s.Pending) == 0 && len(s.Ahead) == 0 && len(s.Drift) == 0 }
+// no drift, and prepared by this version of the library.
+func (s State) Current() bool {
+	return len(s.Pending) == 0 && len(s.Ahead) == 0 && len(s.Drift) == 0 && !s.Stale
+}
+
+// Describe says how a target not Current differs from the model whose newest
+// version is latest, for messages ("is at data model version 2, not the latest 3").
+func (s State) Describe(latest int) string {
+	switch {
+	case len(s.Drift) > 0:
+		return fmt.Sprintf("has migrations %v changed after they were applied", s.Drift)
+	case len(s.Ahead) > 0:
+		return fmt.Sprintf("has migrations %v that this code does not know", s.Ahead)
+	case len(s.Pending) > 0:
+		return fmt.Sprintf("is at data model version %d, not the latest %d", s.Version, latest)
+	case s.Stale:
+		return "was prepared by another release of tenancy"
+	}
+	return fmt.Sprintf("is at the latest data model version %d", latest)
+}
 
 // StateTx reads the migrations applied in schema, in tx, and compares them
 // with the model. A schema without a version table has applied nothing.
@@ -257,13 +293,18 @@ func (m *Model) StateTx(ctx context.Context, tx pgx.Tx, schema string) (State, e
 		return State{}, fmt.Errorf("schema %s: look up version table: %w", schema, err)
 	}
 	applied := map[int]string{}
+	var s State
 	if exists {
 		var err error
 		if applied, err = sqlmigrate.Applied(ctx, tx, table); err != nil {
 			return State{}, fmt.Errorf("schema %s: %w", schema, err)
 		}
+		var recorded *string
+		if err := tx.QueryRow(ctx, `SELECT obj_description($1::regclass, 'pg_class')`, table).Scan(&recorded); err != nil {
+			return State{}, fmt.Errorf("schema %s: read the platform version: %w", schema, err)
+		}
+		s.Stale = recorded == nil || *recorded != platformVersion
 	}
-	var s State
 	known := make(map[int]bool, len(m.migrations))
 	for _, mig := range m.migrations {
 		known[mig.Version] = true

@@ -9,6 +9,13 @@
 // re-run resumes where the last one stopped: targets already at the latest
 // version cost one read of their version table.
 //
+// A target also records which release of the library prepared it (the soft
+// delete, audit and fence functions, the policies and triggers on its
+// tables). A target at the latest version prepared by a release with other
+// SQL is stale (datamodel.State.Stale, summary "stale"): Up prepares it again,
+// in its own transaction like a migration, and reports it migrated with no
+// migration applied. Upgrading the library is therefore a run of Up.
+//
 // Targets run in parallel, bounded overall (Config.Parallel) and per server
 // (Config.PerServer). Two migrators never run at once: Up holds an advisory
 // lock on the catalog for the whole run. A canary (UpOpts.Canary or

@@ -89,7 +89,7 @@ type Outcome string
 
 // The outcomes of a target.
 const (
-	Migrated Outcome = "migrated" // migrations were applied
+	Migrated Outcome = "migrated" // migrations were applied, or this library's SQL to a stale target (Applied 0)
 	Current  Outcome = "current"  // nothing to apply
 	Failed   Outcome = "failed"   // rolled back; see Result.Err
 	Skipped  Outcome = "skipped"  // not attempted; see Result.Reason
@@ -313,6 +313,7 @@ func (r *run) migrate(ctx context.Context, t Target) Result {
 	defer r.enter(t.Server, -1)
 	start := time.Now()
 	res := Result{Target: t}
+	prepared := false // ApplyTx ran: migrations, or this library's SQL for a stale target
 	err := r.withConn(ctx, t, func(conn *pgx.Conn) error {
 		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			if r.m.cfg.LockTimeout > 0 {
@@ -332,7 +333,7 @@ func (r *run) migrate(ctx context.Context, t Target) Result {
 			if err != nil {
 				return err
 			}
-			res.Applied, res.To = n, r.m.cfg.Model.Latest()
+			res.Applied, res.To, prepared = n, r.m.cfg.Model.Latest(), true
 			return nil
 		})
 	})
@@ -340,7 +341,7 @@ func (r *run) migrate(ctx context.Context, t Target) Result {
 	switch {
 	case err != nil:
 		res.Outcome, res.Err, res.Error, res.To, res.Applied = Failed, err, err.Error(), res.From, 0
-	case res.Applied > 0:
+	case prepared:
 		res.Outcome = Migrated
 	default:
 		res.Outcome = Current

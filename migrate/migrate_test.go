@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -422,6 +423,71 @@ func TestDrift(t *testing.T) {
 				t.Errorf("target ahead: %q", res.Error)
 			}
 		}
+	}
+}
+
+// TestStaleTargetPreparedAgain: a target at the latest version that an
+// older release of the library prepared — here without the audit trigger on
+// contacts and with an older fence function — is reported stale and gets this
+// release's functions and protection from the next Up, with no migration
+// applied; the targets that were current are left alone.
+func TestStaleTargetPreparedAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	m := b.migrator(t, nil)
+	if _, err := m.Up(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	old := b.tenant(tenancy.ModelDatabase)
+	version := dataplane.Ident(old.Placement.Schema, datamodel.VersionTable)
+	b.exec(t, old, `DROP TRIGGER tenancy_audit ON `+dataplane.Ident(old.Placement.Schema, "contacts"))
+	b.exec(t, old, `COMMENT ON FUNCTION tenancy.enter(uuid, text) IS 'tenancy fence older'`)
+	b.exec(t, old, `COMMENT ON TABLE `+version+` IS 'tenancy platform older'`)
+
+	st, err := m.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st {
+		want := "current"
+		if s.Target.Slug == old.Slug {
+			want = "stale"
+		}
+		if s.Summary != want || s.State.Stale != (want == "stale") {
+			t.Errorf("before: %s is %s %+v, want %s", s.Target, s.Summary, s.State, want)
+		}
+	}
+	rep, err := m.Up(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Migrated != 1 || rep.Current != 5 {
+		t.Fatalf("Up: %+v, want the stale target prepared again and 5 current", outcomes(rep))
+	}
+	for _, res := range rep.Results {
+		if res.Target.Slug == old.Slug && (res.Outcome != migrate.Migrated || res.Applied != 0) {
+			t.Errorf("stale target: %s with %d applied, want migrated with 0", res.Outcome, res.Applied)
+		}
+	}
+
+	var triggers int
+	var fence string
+	err = b.AdminConn(t, old).QueryRow(ctx, `SELECT
+		(SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = 'tenancy_audit'),
+		coalesce(obj_description('tenancy.enter(uuid, text)'::regprocedure, 'pg_proc'), '')`,
+		dataplane.Ident(old.Placement.Schema, "contacts")).Scan(&triggers, &fence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if triggers != 1 || fence == "tenancy fence older" {
+		t.Errorf("after Up: %d audit triggers on contacts, fence %q: want the trigger back and this release's fence", triggers, fence)
+	}
+	if vs := b.versions(t, old); vs[v(1)] != 1 || len(vs) != v(1) {
+		t.Errorf("version table %v, want 1 to %d once each", vs, v(1))
+	}
+	if st, err := m.Status(ctx); err != nil || slices.ContainsFunc(st, func(s migrate.TargetStatus) bool { return s.Summary != "current" }) {
+		t.Errorf("after Up: %+v %v, want every target current", st, err)
 	}
 }
 

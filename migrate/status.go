@@ -13,7 +13,8 @@ type TargetStatus struct {
 	Target Target `json:"target"`
 	// State is empty when Err is set.
 	State datamodel.State `json:"state"`
-	// Summary is one word: current, behind, ahead, drift, skipped or error.
+	// Summary is one word: current, behind, ahead, drift, stale (prepared by
+	// another version of the library), skipped or error.
 	Summary string `json:"summary"`
 	// Reason says why a target is skipped.
 	Reason string `json:"reason,omitempty"`
@@ -73,6 +74,8 @@ func summary(st *TargetStatus) string {
 		return "ahead"
 	case len(st.State.Pending) > 0:
 		return "behind"
+	case st.State.Stale:
+		return "stale"
 	}
 	return "current"
 }

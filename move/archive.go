@@ -92,7 +92,7 @@ func (m *Mover) Export(ctx context.Context, slug string, w io.Writer) (*Manifest
 		return nil, err
 	}
 	if !st.Current() {
-		return nil, tenancy.Errorf(tenancy.CodeConflict, "tenant %q is at data model version %d, not the latest %d: run the migrations first", t.Slug, st.Version, m.cfg.Model.Latest())
+		return nil, tenancy.Errorf(tenancy.CodeConflict, "tenant %q %s: run the migrations first", t.Slug, st.Describe(m.cfg.Model.Latest()))
 	}
 	if err := stable(ctx, tx); err != nil {
 		return nil, err

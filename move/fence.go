@@ -368,7 +368,7 @@ func (m *Mover) lastDelta(ctx context.Context, srcConn, dstConn *pgx.Conn, r *re
 			return 0, err
 		}
 		if !st.Current() {
-			return 0, tenancy.Errorf(tenancy.CodeConflict, "the data model of %s changed during the move (version %d, latest %d): run the move again", s.schema, st.Version, m.cfg.Model.Latest())
+			return 0, tenancy.Errorf(tenancy.CodeConflict, "the data model of %s changed during the move (it %s): run the move again", s.schema, st.Describe(m.cfg.Model.Latest()))
 		}
 	}
 	n, err := copyDelta(ctx, src, dst, c.tables, r.Tenant, c.lastSeq, bytes)

@@ -303,8 +303,8 @@ func (m *Mover) checkVersions(ctx context.Context, t *tenancy.Tenant, model tena
 				return err
 			}
 			if !st.Current() {
-				return tenancy.Errorf(tenancy.CodeConflict, "%s (%s) is at data model version %d, not the latest %d: run the migrations first",
-					what, p, st.Version, m.cfg.Model.Latest())
+				return tenancy.Errorf(tenancy.CodeConflict, "%s (%s) %s: run the migrations first",
+					what, p, st.Describe(m.cfg.Model.Latest()))
 			}
 			return nil
 		})

@@ -295,3 +295,19 @@ func ensureVersioned(ctx context.Context, q Querier, what, proc, version string,
 	}
 	return nil
 }
+
+// Version identifies the SQL this package installs beside a data model: the
+// soft delete, audit and fence functions of a database and the audit
+// functions of each schema. A target records the version it was last
+// prepared with, so that code with other SQL prepares it again even when it
+// has no migration pending.
+var Version = func() string {
+	h := sha256.New()
+	for _, part := range [][]string{auditFunctions, fenceStatements, auditSchemaFunctions("s")} {
+		for _, s := range part {
+			h.Write([]byte(s))
+			h.Write([]byte{0})
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}()
