@@ -6,6 +6,7 @@ import (
 	"image/color"
 	"image/draw"
 	"image/png"
+	"math"
 	"os"
 	"runtime"
 	"strings"
@@ -14,6 +15,8 @@ import (
 	"golang.org/x/image/font"
 	"golang.org/x/image/font/basicfont"
 	"golang.org/x/image/math/fixed"
+
+	"github.com/tenancyhq/tenancy"
 )
 
 // markdown formats the comparison: the median ratio to the limit of the same
@@ -123,6 +126,106 @@ func writeRatiosPNG(path string, res *result) error {
 		return err
 	}
 	return f.Close()
+}
+
+// writeScalePNG draws how the scale run grew: on the left each model's p50
+// (solid) and p99 (light) latency per level, on the right the throughput per
+// level with the most server connections PostgreSQL counted.
+func writeScalePNG(path string, results []levelResult) error {
+	const (
+		w, h        = 900, 440
+		top, bottom = 50, 90
+		split       = 560 // the latency panel ends here
+	)
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	draw.Draw(img, img.Bounds(), image.White, image.Point{}, draw.Src)
+	plotH := float64(h - top - bottom)
+	grey := color.RGBA{220, 220, 220, 255}
+	solid := []color.RGBA{{31, 119, 180, 255}, {255, 127, 14, 255}, {44, 160, 44, 255}}
+	light := []color.RGBA{{174, 199, 232, 255}, {255, 187, 120, 255}, {152, 223, 138, 255}}
+	levelName := func(r levelResult) string {
+		return fmt.Sprintf("%d/%d/%d", r.level.shared, r.level.schema, r.level.database)
+	}
+
+	// Latency, milliseconds, linear up to the largest p99.
+	var most float64
+	for _, r := range results {
+		for _, m := range tenancy.Models {
+			most = max(most, float64(r.p99[m])/1e6)
+		}
+	}
+	most = niceCeil(most)
+	left, right := 60, split-20
+	y := func(v, top0 float64) int { return h - bottom - int(min(v, top0)/top0*plotH) }
+	for i := 0; i <= 5; i++ {
+		v := most * float64(i) / 5
+		fill(img, left, y(v, most), right, y(v, most)+1, grey)
+		label(img, 8, y(v, most)+4, fmt.Sprintf("%.0f ms", v))
+	}
+	groupW := (right - left) / max(len(results), 1)
+	barW := (groupW - 24) / len(tenancy.Models)
+	for g, r := range results {
+		x0 := left + g*groupW + 12
+		for i, m := range tenancy.Models {
+			x := x0 + i*barW
+			fill(img, x, y(float64(r.p99[m])/1e6, most), x+barW-2, h-bottom, light[i])
+			fill(img, x, y(float64(r.p50[m])/1e6, most), x+barW-2, h-bottom, solid[i])
+		}
+		label(img, x0, h-bottom+16, levelName(r))
+	}
+	label(img, left, h-bottom+36, "tenants: shared/schema/database")
+	label(img, left, 20, "latency per transaction: p50 (solid), p99 (light)")
+	x := left
+	for i, m := range tenancy.Models {
+		fill(img, x, 30, x+10, 40, solid[i])
+		label(img, x+14, 40, string(m))
+		x += 14 + 7*len(m) + 16
+	}
+
+	// Throughput, transactions a second.
+	var mostTx float64
+	for _, r := range results {
+		mostTx = max(mostTx, r.throughput)
+	}
+	mostTx = niceCeil(mostTx)
+	left, right = split+50, w-20
+	for i := 0; i <= 5; i++ {
+		v := mostTx * float64(i) / 5
+		fill(img, left, y(v, mostTx), right, y(v, mostTx)+1, grey)
+		label(img, split, y(v, mostTx)+4, fmt.Sprintf("%.0f", v))
+	}
+	groupW = (right - left) / max(len(results), 1)
+	for g, r := range results {
+		x0 := left + g*groupW + 8
+		fill(img, x0, y(r.throughput, mostTx), x0+groupW-16, h-bottom, color.RGBA{127, 127, 127, 255})
+		label(img, x0, h-bottom+16, levelName(r))
+		label(img, x0, h-bottom+32, fmt.Sprintf("%d conns", r.maxConns))
+	}
+	label(img, split, 20, "transactions/s, all models")
+	label(img, split, 40, fmt.Sprintf("(max server conns; budget %d)", scaleConns))
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := png.Encode(f, img); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// niceCeil rounds v up to 1, 2 or 5 times a power of ten.
+func niceCeil(v float64) float64 {
+	if v <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if v <= m*p {
+			return m * p
+		}
+	}
+	return 10 * p
 }
 
 func fill(img *image.RGBA, x0, y0, x1, y1 int, c color.Color) {

@@ -135,7 +135,14 @@ func TestScale(t *testing.T) {
 		if err := os.MkdirAll(*out, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(*out, "scale.md"), []byte(md), 0o644); err != nil {
+		name := "scale"
+		if *scaleServers > 1 {
+			name = fmt.Sprintf("scale-%d-servers", *scaleServers)
+		}
+		if err := os.WriteFile(filepath.Join(*out, name+".md"), []byte(md), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := writeScalePNG(filepath.Join(*out, name+".png"), results); err != nil {
 			t.Fatal(err)
 		}
 	}
