@@ -117,15 +117,7 @@ func writeRatiosPNG(path string, res *result) error {
 		label(img, x+14, 20, stmt)
 		x += 14 + 7*len(stmt) + 12
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := png.Encode(f, img); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return savePNG(path, img)
 }
 
 // writeScalePNG draws how the scale run grew: on the left each model's p50
@@ -203,15 +195,7 @@ func writeScalePNG(path string, results []levelResult) error {
 	}
 	label(img, split, 20, "transactions/s, all models")
 	label(img, split, 40, fmt.Sprintf("(max server conns; budget %d)", scaleConns))
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := png.Encode(f, img); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return savePNG(path, img)
 }
 
 // niceCeil rounds v up to 1, 2 or 5 times a power of ten.
@@ -226,6 +210,18 @@ func niceCeil(v float64) float64 {
 		}
 	}
 	return 10 * p
+}
+
+func savePNG(path string, img image.Image) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := png.Encode(f, img); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func fill(img *image.RGBA, x0, y0, x1, y1 int, c color.Color) {
