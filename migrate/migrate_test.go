@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/catalog"
 	"github.com/tenancyhq/tenancy/datamodel"
 	"github.com/tenancyhq/tenancy/examples/crm"
 	"github.com/tenancyhq/tenancy/internal/dataplane"
@@ -488,6 +489,44 @@ func TestStaleTargetPreparedAgain(t *testing.T) {
 	}
 	if st, err := m.Status(ctx); err != nil || slices.ContainsFunc(st, func(s migrate.TargetStatus) bool { return s.Summary != "current" }) {
 		t.Errorf("after Up: %+v %v, want every target current", st, err)
+	}
+}
+
+// TestUnfinishedPurgeIsSkipped: a deleted tenant whose purge was interrupted
+// after its database was dropped is not a target that fails on every run:
+// it is skipped, naming the command that finishes the purge.
+func TestUnfinishedPurgeIsSkipped(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	tn := b.tenant(tenancy.ModelDatabase)
+	if _, err := b.Platform.DeleteTenant(ctx, tn.Slug); err != nil {
+		t.Fatal(err)
+	}
+	op := &catalog.Operation{Kind: catalog.OpPurge, TenantID: tn.ID, TenantSlug: tn.Slug}
+	if err := b.Platform.Catalog.Tx(ctx, func(tx pgx.Tx) error { return catalog.StartOperationTx(ctx, tx, op) }); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgx.Connect(ctx, b.Server(tn.Placement.Server).URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "DROP DATABASE "+dataplane.Ident(tn.Placement.Database)+" WITH (FORCE)"); err != nil {
+		t.Fatal(err)
+	}
+
+	rep, err := b.migrator(t, nil).Up(ctx, nil)
+	if err != nil {
+		t.Fatalf("Up: %v %+v", err, outcomes(rep))
+	}
+	for _, res := range rep.Results {
+		if res.Target.Slug == tn.Slug && (res.Outcome != migrate.Skipped || !strings.Contains(res.Reason, "tenants purge "+tn.Slug)) {
+			t.Errorf("the tenant being purged: %s (%q), want skipped naming the purge", res.Outcome, res.Reason)
+		}
+	}
+	if rep.Skipped != 1 || rep.Migrated != 5 {
+		t.Errorf("Up: %+v, want the purged tenant skipped and 5 migrated", outcomes(rep))
 	}
 }
 

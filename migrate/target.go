@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/catalog"
 	"github.com/tenancyhq/tenancy/datamodel"
 )
 
@@ -72,6 +73,18 @@ func (m *Migrator) targets(ctx context.Context) ([]Target, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A deleted tenant whose purge is running or was interrupted may have
+	// lost its storage already: the purge finishes it, not a migration.
+	open, err := m.cfg.Catalog.Operations(ctx, &catalog.OperationOpts{OpenOnly: true, Limit: 100000})
+	if err != nil {
+		return nil, err
+	}
+	purging := map[uuid.UUID]bool{}
+	for _, op := range open {
+		if op.Kind == catalog.OpPurge {
+			purging[op.TenantID] = true
+		}
+	}
 	var out []Target
 	for _, s := range servers {
 		db, err := serverDatabase(s)
@@ -89,7 +102,11 @@ func (m *Migrator) targets(ctx context.Context) ([]Target, error) {
 			Tenant: t.ID, Slug: t.Slug, Tier: string(t.Tier), grantee: t.Role(),
 		}
 		switch t.Status {
-		case tenancy.StatusActive, tenancy.StatusSuspended, tenancy.StatusDeleted:
+		case tenancy.StatusActive, tenancy.StatusSuspended:
+		case tenancy.StatusDeleted:
+			if purging[t.ID] {
+				tg.skip = "being purged: `tenancy tenants purge " + t.Slug + "` finishes it"
+			}
 		case tenancy.StatusProvisioning:
 			tg.skip = "provisioning: the provisioner brings it to the latest version"
 		case tenancy.StatusMoving:
