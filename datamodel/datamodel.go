@@ -303,7 +303,11 @@ func (m *Model) StateTx(ctx context.Context, tx pgx.Tx, schema string) (State, e
 		if err := tx.QueryRow(ctx, `SELECT obj_description($1::regclass, 'pg_class')`, table).Scan(&recorded); err != nil {
 			return State{}, fmt.Errorf("schema %s: read the platform version: %w", schema, err)
 		}
-		s.Stale = recorded == nil || *recorded != platformVersion
+		functions, err := dataplane.FunctionsCurrent(ctx, tx)
+		if err != nil {
+			return State{}, fmt.Errorf("schema %s: %w", schema, err)
+		}
+		s.Stale = recorded == nil || *recorded != platformVersion || !functions
 	}
 	known := make(map[int]bool, len(m.migrations))
 	for _, mig := range m.migrations {

@@ -431,7 +431,8 @@ func TestDrift(t *testing.T) {
 // older release of the library prepared — here without the audit trigger on
 // contacts and with an older fence function — is reported stale and gets this
 // release's functions and protection from the next Up, with no migration
-// applied; the targets that were current are left alone.
+// applied; so does a target whose database functions an older release's node
+// replaced later. The targets that were current are left alone.
 func TestStaleTargetPreparedAgain(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -440,11 +441,19 @@ func TestStaleTargetPreparedAgain(t *testing.T) {
 	if _, err := m.Up(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	old := b.tenant(tenancy.ModelDatabase)
+	// One tenant database prepared by an older release; in another, an older
+	// release's node has since replaced the database's functions.
+	var old, replaced *tenancy.Tenant
+	for _, tn := range b.Tenants {
+		if tn.Model == tenancy.ModelDatabase {
+			old, replaced = tn, old
+		}
+	}
 	version := dataplane.Ident(old.Placement.Schema, datamodel.VersionTable)
 	b.exec(t, old, `DROP TRIGGER tenancy_audit ON `+dataplane.Ident(old.Placement.Schema, "contacts"))
 	b.exec(t, old, `COMMENT ON FUNCTION tenancy.enter(uuid, text) IS 'tenancy fence older'`)
 	b.exec(t, old, `COMMENT ON TABLE `+version+` IS 'tenancy platform older'`)
+	b.exec(t, replaced, `COMMENT ON FUNCTION tenancy.soft_delete() IS 'tenancy audit older'`)
 
 	st, err := m.Status(ctx)
 	if err != nil {
@@ -452,7 +461,7 @@ func TestStaleTargetPreparedAgain(t *testing.T) {
 	}
 	for _, s := range st {
 		want := "current"
-		if s.Target.Slug == old.Slug {
+		if s.Target.Slug == old.Slug || s.Target.Slug == replaced.Slug {
 			want = "stale"
 		}
 		if s.Summary != want || s.State.Stale != (want == "stale") {
@@ -463,11 +472,11 @@ func TestStaleTargetPreparedAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Migrated != 1 || rep.Current != 5 {
-		t.Fatalf("Up: %+v, want the stale target prepared again and 5 current", outcomes(rep))
+	if rep.Migrated != 2 || rep.Current != 4 {
+		t.Fatalf("Up: %+v, want the 2 stale targets prepared again and 4 current", outcomes(rep))
 	}
 	for _, res := range rep.Results {
-		if res.Target.Slug == old.Slug && (res.Outcome != migrate.Migrated || res.Applied != 0) {
+		if (res.Target.Slug == old.Slug || res.Target.Slug == replaced.Slug) && (res.Outcome != migrate.Migrated || res.Applied != 0) {
 			t.Errorf("stale target: %s with %d applied, want migrated with 0", res.Outcome, res.Applied)
 		}
 	}

@@ -264,12 +264,30 @@ func auditSchemaFunctions(schema string) []string {
 	}
 }
 
+// auditProc carries the audit functions' version as its comment.
+const auditProc = "tenancy.soft_delete()"
+
 // EnsureAuditFunctions creates the soft delete and audit functions in the
 // current database's tenancy schema, or replaces them when they differ from
 // this version's. It is idempotent; concurrent callers in one database take
 // turns (CREATE OR REPLACE of one function at once fails).
 func EnsureAuditFunctions(ctx context.Context, q Querier) error {
-	return ensureVersioned(ctx, q, "audit functions", "tenancy.soft_delete()", auditVersion, auditFunctions)
+	return ensureVersioned(ctx, q, "audit functions", auditProc, auditVersion, auditFunctions)
+}
+
+// FunctionsCurrent reports whether the current database's soft delete, audit
+// and fence functions are this version's. Another release's code may have
+// replaced them since a schema was prepared (they are shared by every schema
+// of the database).
+func FunctionsCurrent(ctx context.Context, q Querier) (bool, error) {
+	var current bool
+	err := q.QueryRow(ctx, `SELECT coalesce(obj_description(to_regprocedure($1), 'pg_proc') = $2, false)
+		AND coalesce(obj_description(to_regprocedure($3), 'pg_proc') = $4, false)`,
+		auditProc, auditVersion, fenceProc, fenceVersion).Scan(&current)
+	if err != nil {
+		return false, fmt.Errorf("look up the tenancy functions: %w", err)
+	}
+	return current, nil
 }
 
 // ensureVersioned runs stmts in the current database unless the function

@@ -73,9 +73,12 @@ var fenceStatements = []string{
 	`GRANT EXECUTE ON FUNCTION tenancy.enter(uuid, text) TO PUBLIC`,
 }
 
+// fenceProc carries the fence's version as its comment.
+const fenceProc = "tenancy.enter(uuid, text)"
+
 // EnsureFence creates the move fence (see fenceStatements) in the current
 // database's tenancy schema, or replaces it when it differs from this
 // version's. It is idempotent; concurrent callers in one database take turns.
 func EnsureFence(ctx context.Context, q Querier) error {
-	return ensureVersioned(ctx, q, "move fence", "tenancy.enter(uuid, text)", fenceVersion, fenceStatements)
+	return ensureVersioned(ctx, q, "move fence", fenceProc, fenceVersion, fenceStatements)
 }
