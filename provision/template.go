@@ -3,6 +3,7 @@ package provision
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -112,6 +113,10 @@ func (p *Provisioner) buildTemplate(ctx context.Context, s *session, tmpl string
 		drop()
 		return err
 	}
+	if _, err := conn.Exec(ctx, "COMMENT ON DATABASE "+dataplane.Ident(build)+" IS "+dataplane.QuoteLiteral(p.templateOwner())); err != nil {
+		drop()
+		return err
+	}
 	_, err = conn.Exec(ctx, "ALTER DATABASE "+dataplane.Ident(build)+" RENAME TO "+dataplane.Ident(tmpl))
 	var pgErr *pgconn.PgError
 	if err != nil {
@@ -125,7 +130,42 @@ func (p *Provisioner) buildTemplate(ctx context.Context, s *session, tmpl string
 		}
 		return err
 	}
+	p.dropOldTemplates(ctx, conn, tmpl)
 	return nil
+}
+
+// templateOwner is the comment on the template databases this installation
+// builds: a fingerprint of the platform key, which other installations
+// sharing the server do not have.
+func (p *Provisioner) templateOwner() string {
+	sum := sha256.Sum256(append([]byte("tenancy template owner\x00"), p.cfg.Key...))
+	return "tenancy template of " + hex.EncodeToString(sum[:8])
+}
+
+// dropOldTemplates drops the templates this installation built for earlier
+// versions of the data model, now that tmpl replaces them; each data model
+// change would otherwise leave a database behind on every server. A template
+// someone is cloning right now stays (the next build drops it): a node still
+// running the older model rebuilds its template when it needs it.
+func (p *Provisioner) dropOldTemplates(ctx context.Context, conn *pgx.Conn, tmpl string) {
+	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database
+		WHERE datistemplate AND datname <> $1 AND shobj_description(oid, 'pg_database') = $2`, tmpl, p.templateOwner())
+	if err != nil {
+		return
+	}
+	old, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return
+	}
+	for _, db := range old {
+		if _, err := conn.Exec(ctx, "ALTER DATABASE "+dataplane.Ident(db)+" WITH IS_TEMPLATE false"); err != nil {
+			continue
+		}
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+dataplane.Ident(db)); err != nil {
+			// In use: keep it a template, for whoever is cloning it.
+			_, _ = conn.Exec(context.WithoutCancel(ctx), "ALTER DATABASE "+dataplane.Ident(db)+" WITH IS_TEMPLATE true")
+		}
+	}
 }
 
 // fillTemplate applies the data model in database db, protected for the

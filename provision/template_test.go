@@ -221,3 +221,51 @@ func TestTemplateInUse(t *testing.T) {
 		t.Fatalf("the clone did not wait for the template (%s): was anyone connected?", waited)
 	}
 }
+
+// TestModelChangeDropsOldTemplate: building the template of a new data model
+// drops the one this installation built for the previous model, and leaves
+// alone a template of another installation on the same server.
+func TestModelChangeDropsOldTemplate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	filesA, modelA := freshModel(t, "extra_a")
+	filesB, modelB := freshModel(t, "extra_b")
+	foreign := pgtest.UniqueName("tenancy_tmpl_other_")
+	for _, sql := range []string{
+		"CREATE DATABASE " + foreign,
+		"ALTER DATABASE " + foreign + " WITH ALLOW_CONNECTIONS false IS_TEMPLATE true",
+		"COMMENT ON DATABASE " + foreign + " IS 'tenancy template of another installation'",
+	} {
+		if _, err := b.admin.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = b.admin.Exec(context.Background(), "ALTER DATABASE "+foreign+" WITH IS_TEMPLATE false")
+		_, _ = b.admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+foreign)
+	})
+	exists := func(name string) bool {
+		t.Helper()
+		var ok bool
+		if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+
+	for _, files := range []fstest.MapFS{filesA, filesB} {
+		if _, err := b.create(t, b.newProvisioner(t, files, nil), &provision.CreateOpts{Slug: pgtest.UniqueName("mc-"), Model: tenancy.ModelDatabase, Server: b.server}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if exists(provision.TemplateName(modelA)) {
+		t.Errorf("the previous model's template %s is still there", provision.TemplateName(modelA))
+	}
+	if !exists(provision.TemplateName(modelB)) {
+		t.Errorf("the current model's template %s is missing", provision.TemplateName(modelB))
+	}
+	if !exists(foreign) {
+		t.Errorf("another installation's template %s was dropped", foreign)
+	}
+}
