@@ -241,6 +241,7 @@ func TestFaultRedisRestart(t *testing.T) {
 	if r.took > time.Second {
 		t.Errorf("fail-closed node took %v to refuse", r.took)
 	}
+	refusedIn := r.took
 
 	// Fail open: the flooding tenant is still limited, by each node's own
 	// budget.
@@ -311,8 +312,8 @@ func TestFaultRedisRestart(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	t.Logf("steady flow: %d requests, %d not served, slowest %v; outage %v; back on redis after the restart: %v; stats a %+v, b %+v, closed %+v",
-		sent.Load(), len(bad), slowest.Round(time.Millisecond), outage.Round(time.Millisecond), recovered,
+	t.Logf("steady flow: %d requests, %d not served, slowest %v; fail-closed 503 in %v; outage %v; back on redis after the restart: %v; stats a %+v, b %+v, closed %+v",
+		sent.Load(), len(bad), slowest.Round(time.Millisecond), refusedIn.Round(time.Millisecond), outage.Round(time.Millisecond), recovered,
 		a.limiter.Stats(), bb.limiter.Stats(), closed.limiter.Stats())
 	if len(bad) > 0 {
 		t.Errorf("%d requests of a tenant within its limit were not served by a fail-open node; first: %s", len(bad), bad[0])
