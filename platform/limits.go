@@ -21,6 +21,8 @@ import (
 type LimitsConfig struct {
 	// Redis, when set, keeps request budgets in Redis, so that every app node
 	// shares one budget per tenant. Nil: each node has its own (ratelimit.Local).
+	// Give its client short timeouts and DialerRetries 1, or requests wait
+	// for an unavailable Redis (see ratelimit.RedisConfig.Client).
 	Redis redis.Scripter
 	// FailClosed answers 503 while Redis is unavailable; by default requests
 	// are limited by each node's own budget meanwhile. See

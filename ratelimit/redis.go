@@ -45,10 +45,14 @@ return {1, math.floor((now - allow_at) / emission), 0, reset}
 // RedisConfig configures a Redis limiter.
 type RedisConfig struct {
 	// Client is the Redis client shared by every app node (a *redis.Client,
-	// *redis.ClusterClient or *redis.Ring). Required. Its DialTimeout and
-	// ReadTimeout bound how long a decision waits for an unavailable Redis;
-	// keep them short (say 100ms) and its MaxRetries low. go-redis reports
-	// failed dials through its own logger (see redis.SetLogger), not Logger.
+	// *redis.ClusterClient or *redis.Ring). Required. Its options bound how
+	// long a decision waits for an unavailable Redis, once per RetryInterval
+	// and node: keep DialTimeout and ReadTimeout short (say 100ms),
+	// MaxRetries low, and DialerRetries at 1. go-redis otherwise tries a
+	// refused dial 5 times, 100ms apart (DialerRetries, DialerRetryTimeout),
+	// so that requests wait at least 400ms whatever DialTimeout says. go-redis
+	// reports failed dials through its own logger (see redis.SetLogger), not
+	// Logger.
 	Client redis.Scripter
 	// Prefix is put before every key. Default "tenancy:ratelimit:".
 	Prefix string

@@ -1,6 +1,9 @@
 package router
 
 import (
+	"context"
+	"errors"
+
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/internal/pgerr"
 )
@@ -10,7 +13,17 @@ import (
 // that callers answer 503 and may retry, instead of an internal error. Other
 // errors (the function's own, SQL errors, the caller's cancelled context) are
 // returned as they are.
+//
+// A transaction that could not even begin before the caller's deadline is
+// unavailable too, as one that waited that long for a connection of the
+// router's pool is. Behind a transaction pooler such as PgBouncer that is how
+// a server outage often shows: PgBouncer holds the transaction in its queue
+// while it cannot log in to the server (restarted, or the database dropped).
 func unavailable(t *tenancy.Tenant, err error) error {
+	var be *beginError
+	if errors.As(err, &be) && errors.Is(be.err, context.DeadlineExceeded) && tenancy.ErrorCode(err) == tenancy.CodeInternal {
+		return tenancy.Errorf(tenancy.CodeUnavailable, "tenant %q: its database did not start the transaction before the deadline; retry later: %w", t.Slug, err)
+	}
 	if !pgerr.ServerFailure(err) {
 		return err
 	}

@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -259,9 +258,16 @@ func (t *tx) consumePrelude(br pgx.BatchResults) error {
 
 func (t *tx) failBegin(err error) error {
 	t.pending = nil
-	t.beginErr = fmt.Errorf("begin tenant transaction: %w", err)
+	t.beginErr = &beginError{err: err}
 	return t.beginErr
 }
+
+// beginError is a failure to start the transaction on its connection: none
+// of the function's statements ran.
+type beginError struct{ err error }
+
+func (e *beginError) Error() string { return "begin tenant transaction: " + e.err.Error() }
+func (e *beginError) Unwrap() error { return e.err }
 
 // pipelinable reports whether a statement can follow the prelude in one
 // pipeline: not when args start with one of pgx's per-query options, which only

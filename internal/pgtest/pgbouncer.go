@@ -22,6 +22,11 @@ import (
 // (or in /usr/sbin, where Debian installs it).
 const EnvPgBouncer = "TENANCY_TEST_PGBOUNCER"
 
+// pgBouncerLoginRetry is PgBouncer's server_login_retry, in seconds: how long
+// it refuses new server logins after one failed. Its default, 15, would keep
+// the tests that restart a server waiting that long for it.
+const pgBouncerLoginRetry = 1
+
 // PgBouncer starts a private PgBouncer in transaction mode in front of s, on a
 // free loopback port, with one server connection per database and role (so
 // that every transaction of a database reuses one backend, whichever client
@@ -65,8 +70,9 @@ pool_mode = transaction
 max_client_conn = 1000
 default_pool_size = 1
 server_reset_query =
+server_login_retry = %d
 logfile = %s
-`, host, port, listen, filepath.Join(dir, "users.txt"), filepath.Join(dir, "pgbouncer.log"))
+`, host, port, listen, filepath.Join(dir, "users.txt"), pgBouncerLoginRetry, filepath.Join(dir, "pgbouncer.log"))
 	for name, body := range map[string]string{"users.txt": users.String(), "pgbouncer.ini": ini} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			tb.Fatalf("pgtest: pgbouncer config: %v", err)
