@@ -64,7 +64,8 @@ type RedisConfig struct {
 	// a new Local.
 	Fallback Limiter
 	// RetryInterval is how long decisions go to the fallback after Redis
-	// failed, before Redis is tried again. Default 1s.
+	// failed, before one decision tries Redis again (the others keep to the
+	// fallback until it answers). Default 1s.
 	RetryInterval time.Duration
 	// Logger receives one warning when Redis becomes unavailable and one
 	// message when it is back. Nil: discard.
@@ -79,6 +80,7 @@ type Redis struct {
 	cfg RedisConfig
 
 	downUntil atomic.Int64 // unix nanoseconds; Redis is not tried before
+	probing   atomic.Bool  // one decision is trying Redis again after an outage
 	mu        sync.Mutex   // serializes the log lines of an outage
 	down      bool
 
@@ -117,8 +119,14 @@ func (r *Redis) Allow(ctx context.Context, key string, limit Limit) (Result, err
 	if limit.Unlimited() {
 		return Result{Allowed: true, Limit: limit}, nil
 	}
-	if time.Now().UnixNano() < r.downUntil.Load() {
-		return r.unavailable(ctx, key, limit)
+	if until := r.downUntil.Load(); until != 0 {
+		// Down: once RetryInterval has passed, one decision tries Redis
+		// again while the others keep deciding without it, so that a
+		// Redis still down stalls one request, not every one in flight.
+		if time.Now().UnixNano() < until || !r.probing.CompareAndSwap(false, true) {
+			return r.unavailable(ctx, key, limit)
+		}
+		defer r.probing.Store(false)
 	}
 	res, err := r.eval(ctx, key, limit)
 	if err != nil {

@@ -156,6 +156,42 @@ func TestRedisOutage(t *testing.T) {
 	}
 }
 
+// TestRedisOneProbeAfterOutage: while Redis stays down, one decision per
+// RetryInterval tries it again; the decisions made meanwhile go to the
+// fallback at once instead of each waiting on a refused dial.
+func TestRedisOneProbeAfterOutage(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	l := newRedis(t, srv, ratelimit.RedisConfig{RetryInterval: 100 * time.Millisecond})
+	lim := ratelimit.PerSecond(1000, 1000)
+	if _, err := l.Allow(ctx, "k", lim); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop(t)
+	if _, err := l.Allow(ctx, "k", lim); err != nil || l.Stats().Failures != 1 {
+		t.Fatalf("first decision with redis down: %v %+v", err, l.Stats())
+	}
+	time.Sleep(150 * time.Millisecond) // past RetryInterval: Redis is due to be tried again
+
+	const n = 20
+	var start, done sync.WaitGroup
+	start.Add(1)
+	for range n {
+		done.Go(func() {
+			start.Wait()
+			if res, err := l.Allow(ctx, "k", lim); err != nil || !res.Allowed {
+				t.Errorf("fail-open decision: %+v, %v", res, err)
+			}
+		})
+	}
+	start.Done()
+	done.Wait()
+	if s := l.Stats(); s.Failures != 2 || s.Fallbacks != n+1 {
+		t.Errorf("%d decisions at once after RetryInterval: %+v; want one more failure (one probe) and every decision by the fallback", n, s)
+	}
+}
+
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
