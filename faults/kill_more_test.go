@@ -236,19 +236,26 @@ func TestKillMoveAcrossServers(t *testing.T) {
 	b.slugs = append(b.slugs, warm)
 	b.mustRun(t, "tenants", "create", warm, "--model", "database", "--server", "pg2")
 	// Each run's kill window comes from the last move that went to its end.
-	lastMove := func() time.Duration {
-		return b.duration(t, `SELECT m.updated_at - m.created_at FROM catalog.moves m JOIN catalog.tenants t ON t.id = m.tenant_id
+	lastMove := func(what string) time.Duration {
+		return b.duration(t, `SELECT `+what+` FROM catalog.moves m JOIN catalog.tenants t ON t.id = m.tenant_id
 			WHERE t.slug = $1 AND m.state = 'done' ORDER BY m.id DESC LIMIT 1`, slug)
 	}
+	const (
+		whole = "m.updated_at - m.created_at"
+		fence = "m.pause_ms * interval '1 millisecond'" // the fence, from its lock to the switch
+	)
 	full := b.timed(t, "tenants", "move", slug, "--to", "database", "--server", "pg2")
-	t.Logf("a move of %d rows to the other server in %v, %v of it recorded as the move", rows, full, lastMove())
+	t.Logf("a move of %d rows to the other server in %v, %v of it recorded as the move, its fence %v",
+		rows, full, lastMove(whole), lastMove(fence))
 
 	type dest struct {
 		model  tenancy.Model
 		server string
 	}
 	var killed int
-	moves := []dest{{tenancy.ModelDatabase, "pg1"}, {tenancy.ModelSchema, "pg2"}, {tenancy.ModelSchema, "pg1"}, {tenancy.ModelDatabase, "pg2"}}
+	// The runs killed from the start go to a database, whose creation is
+	// not one transaction.
+	moves := []dest{{tenancy.ModelDatabase, "pg1"}, {tenancy.ModelSchema, "pg2"}, {tenancy.ModelDatabase, "pg1"}, {tenancy.ModelDatabase, "pg2"}}
 	for i, to := range moves {
 		args := []string{"tenants", "move", slug, "--to", string(to.model), "--server", to.server}
 		// Creating the destination takes most of a move: runs 1 and 3 are
@@ -260,12 +267,12 @@ func TestKillMoveAcrossServers(t *testing.T) {
 			JOIN catalog.tenants t ON t.id = m.tenant_id WHERE t.slug = $1`, slug).Scan(&last); err != nil {
 			t.Fatal(err)
 		}
-		from, w := "('started', 'prepared', 'copied', 'switched', 'done')", window(lastMove())
+		from, w := "('started', 'prepared', 'copied', 'switched', 'done')", window(lastMove(whole))
 		switch i {
-		case 1:
-			from, w = "('copied', 'switched', 'done')", window(lastMove()/4)
+		case 1: // connecting for the fence, the fence
+			from, w = "('copied', 'switched', 'done')", window(2*lastMove(fence))
 		case 3:
-			from, w = "('switched', 'done')", window(lastMove()/8)
+			from, w = "('switched', 'done')", window(lastMove(whole)/8)
 		}
 		started := b.exists(t, fmt.Sprintf(`SELECT EXISTS (SELECT 1 FROM catalog.moves m JOIN catalog.tenants t ON t.id = m.tenant_id
 			WHERE t.slug = $1 AND m.id > %d AND m.state IN %s)`, last, from), slug)
