@@ -300,15 +300,17 @@ func killCreate(t *testing.T, model tenancy.Model) {
 	t.Logf("a %s tenant created in %v, %v of it recorded as its provisioning", model, full, op)
 
 	var killed int
+	w := window(op)
 	for i := range 4 {
 		slug := pgtest.UniqueName("kc")
 		b.slugs = append(b.slugs, slug)
 		args := []string{"tenants", "create", slug, "--model", string(model)}
 		k, after := b.runAndKill(t, b.exists(t, `SELECT EXISTS (SELECT 1 FROM catalog.tenants WHERE slug = $1)`, slug),
-			0, window(op), args...)
+			0, w, args...)
 		if k {
 			killed++
 		}
+		w = aim(w, k, after)
 		// A kill after the commit leaves nothing to do: the re-run says
 		// the tenant exists.
 		b.converge(t, fmt.Sprintf("tenant %q already exists", slug), args...)
