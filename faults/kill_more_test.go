@@ -37,6 +37,7 @@ func TestKillPurge(t *testing.T) {
 	}
 }
 
+// killPurge is TestKillPurge for tenants of one model.
 func (b *bundle) killPurge(t *testing.T, dataDB string, model tenancy.Model) {
 	deleted := func() *tenancy.Tenant {
 		slug := pgtest.UniqueName("kp")
