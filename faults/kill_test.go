@@ -35,7 +35,8 @@ type bundle struct {
 	server     *pgtest.Server
 	catalogURL string
 	rng        *rand.Rand
-	slugs      []string // tenants to clean up
+	slugs      []string         // tenants to clean up
+	others     []*pgtest.Server // further data servers, cleaned up too
 }
 
 func setup(t *testing.T) *bundle {
@@ -169,7 +170,14 @@ func (b *bundle) tenant(t *testing.T, slug string) *tenancy.Tenant {
 
 func (b *bundle) admin(t *testing.T, db string) *pgx.Conn {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), b.server.URL(db))
+	return adminOn(t, b.server, db)
+}
+
+// adminOn connects to database db of server s as its superuser, until the
+// test ends.
+func adminOn(t *testing.T, s *pgtest.Server, db string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), s.URL(db))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,9 +211,16 @@ func (b *bundle) catalogCheck(t *testing.T, slug string) *tenancy.Tenant {
 // storage lists the databases and schemas on the server named for slug.
 func (b *bundle) storage(t *testing.T, dataDB, slug string) (dbs, schemas []string) {
 	t.Helper()
+	return storageOn(t, b.server, dataDB, slug)
+}
+
+// storageOn lists the databases of server s, and the schemas of its database
+// dataDB, named for slug.
+func storageOn(t *testing.T, s *pgtest.Server, dataDB, slug string) (dbs, schemas []string) {
+	t.Helper()
 	ctx := context.Background()
 	name := "tenant_" + strings.ReplaceAll(slug, "-", "_")
-	rows, err := b.admin(t, "postgres").Query(ctx, `SELECT datname FROM pg_database WHERE datname = $1`, name)
+	rows, err := adminOn(t, s, "postgres").Query(ctx, `SELECT datname FROM pg_database WHERE datname = $1`, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +228,7 @@ func (b *bundle) storage(t *testing.T, dataDB, slug string) (dbs, schemas []stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows, err = b.admin(t, dataDB).Query(ctx, `SELECT nspname FROM pg_namespace WHERE nspname = $1`, name)
+	rows, err = adminOn(t, s, dataDB).Query(ctx, `SELECT nspname FROM pg_namespace WHERE nspname = $1`, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,66 +250,75 @@ func mustPath(t *testing.T, raw string) string {
 }
 
 // dropClusterObjects drops what outlives the test's databases: the tenants'
-// databases and roles.
+// databases and roles, on every data server.
 func (b *bundle) dropClusterObjects(t *testing.T) {
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, b.server.URL("postgres"))
-	if err != nil {
-		t.Logf("cleanup: %v", err)
-		return
-	}
-	defer conn.Close(ctx)
 	cat, err := pgx.Connect(ctx, b.catalogURL)
 	if err != nil {
 		t.Logf("cleanup: %v", err)
 		return
 	}
 	defer cat.Close(ctx)
-	for _, slug := range b.slugs {
-		_ = dataplane.DropDatabase(ctx, conn, "tenant_"+strings.ReplaceAll(slug, "-", "_"))
-		var id tenancy.Tenant
-		if err := cat.QueryRow(ctx, `SELECT id FROM catalog.tenants WHERE slug = $1`, slug).Scan(&id.ID); err == nil {
-			_, _ = conn.Exec(ctx, "DROP ROLE IF EXISTS "+dataplane.Ident(id.Role()))
+	for _, s := range append([]*pgtest.Server{b.server}, b.others...) {
+		conn, err := pgx.Connect(ctx, s.URL("postgres"))
+		if err != nil {
+			t.Logf("cleanup: %v", err)
+			continue
 		}
+		for _, slug := range b.slugs {
+			_ = dataplane.DropDatabase(ctx, conn, "tenant_"+strings.ReplaceAll(slug, "-", "_"))
+			var id tenancy.Tenant
+			if err := cat.QueryRow(ctx, `SELECT id FROM catalog.tenants WHERE slug = $1`, slug).Scan(&id.ID); err == nil {
+				_, _ = conn.Exec(ctx, "DROP ROLE IF EXISTS "+dataplane.Ident(id.Role()))
+			}
+		}
+		conn.Close(ctx)
 	}
 }
 
 // TestKillCreate kills "tenants create --model database" at a random moment
-// between the start of the process and the end of a typical create, then runs
-// the same command again: the tenant is active exactly once, with exactly
+// within a typical provisioning's duration after the tenant's row appears in
+// the catalog, then runs the same command again: the tenant is active exactly once, with exactly
 // its one database, and no schema or other leftover.
-func TestKillCreate(t *testing.T) {
+func TestKillCreate(t *testing.T) { killCreate(t, tenancy.ModelDatabase) }
+
+// killCreate is TestKillCreate for a tenant of the model: the tenant ends
+// with exactly its one database (database model) or its one schema (schema
+// model), its role, and nothing else.
+func killCreate(t *testing.T, model tenancy.Model) {
 	b := setup(t)
 	dataDB := dataDBOf(t, b)
-	startup := b.timed(t, "tenants", "list")
 	// The first database tenant of a server also builds its template:
 	// time the second.
-	var full time.Duration
+	var full, op time.Duration
 	for range 2 {
 		ref := pgtest.UniqueName("kc")
 		b.slugs = append(b.slugs, ref)
-		full = b.timed(t, "tenants", "create", ref, "--model", "database")
+		full = b.timed(t, "tenants", "create", ref, "--model", string(model))
+		op = b.duration(t, `SELECT finished_at - started_at FROM catalog.operations WHERE tenant_slug = $1 AND kind = 'provision'`, ref)
 	}
-	t.Logf("process start-up %v, a database tenant created in %v", startup, full)
+	t.Logf("a %s tenant created in %v, %v of it recorded as its provisioning", model, full, op)
 
 	var killed int
+	w := window(op)
 	for i := range 4 {
 		slug := pgtest.UniqueName("kc")
 		b.slugs = append(b.slugs, slug)
-		args := []string{"tenants", "create", slug, "--model", "database"}
+		args := []string{"tenants", "create", slug, "--model", string(model)}
 		k, after := b.runAndKill(t, b.exists(t, `SELECT EXISTS (SELECT 1 FROM catalog.tenants WHERE slug = $1)`, slug),
-			0, full-startup, args...)
+			0, w, args...)
 		if k {
 			killed++
 		}
+		w = aim(w, k, after)
 		// A kill after the commit leaves nothing to do: the re-run says
 		// the tenant exists.
 		b.converge(t, fmt.Sprintf("tenant %q already exists", slug), args...)
 		tn := b.catalogCheck(t, slug)
-		dbs, schemas := b.storage(t, dataDB, slug)
-		if tn.Model != tenancy.ModelDatabase || len(dbs) != 1 || dbs[0] != tn.Placement.Database || len(schemas) != 0 {
-			t.Fatalf("run %d (killed %v after %v): tenant %+v; databases %v, schemas %v", i, k, after, tn, dbs, schemas)
+		if tn.Model != model {
+			t.Fatalf("run %d: tenant %+v, want the %s model", i, tn, model)
 		}
+		b.checkStorage(t, b.server, dataDB, tn)
 		b.checkServed(t, slug, 0)
 		t.Logf("run %d: killed %v after %v; converged", i, k, after)
 	}
@@ -353,6 +377,25 @@ func (b *bundle) checkServed(t *testing.T, slug string, want int) {
 	})
 	if err != nil || n != want {
 		t.Fatalf("tenant %s: %d contacts, %v; want %d", slug, n, err, want)
+	}
+}
+
+// addContacts inserts n contacts for the tenant, through the router.
+func (b *bundle) addContacts(t *testing.T, slug string, n int) {
+	t.Helper()
+	tn := b.tenant(t, slug)
+	p := b.openPlatform(t)
+	ctx, err := p.TenantContext(context.Background(), slug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Router.Tx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO contacts (tenant_id, name, email)
+			SELECT $1, 'c' || i, 'c' || i || '@example.com' FROM generate_series(1, $2) i`, tn.ID, n)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -430,20 +473,7 @@ func TestKillMove(t *testing.T) {
 	slug := pgtest.UniqueName("kmv")
 	b.slugs = append(b.slugs, slug)
 	b.mustRun(t, "tenants", "create", slug, "--model", "shared")
-	tn := b.tenant(t, slug)
-	p := b.openPlatform(t)
-	ctx, err := p.TenantContext(context.Background(), slug)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = p.Router.Tx(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO contacts (tenant_id, name, email)
-			SELECT $1, 'c' || i, 'c' || i || '@example.com' FROM generate_series(1, $2) i`, tn.ID, rows)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b.addContacts(t, slug, rows)
 	startup := b.timed(t, "tenants", "list")
 	full := b.timed(t, "tenants", "move", slug, "--to", "database")
 	full += b.timed(t, "tenants", "move", slug, "--to", "shared")

@@ -210,7 +210,24 @@ func RestrictDatabase(ctx context.Context, q Querier, db, appRole string) error 
 }
 
 // DropDatabase drops a database if it exists, closing its connections.
+//
+// A session still creating the database (as CreateDatabase spells it) is
+// ended first, and waited for: the backend of a process that died in CREATE
+// DATABASE goes on to the end, and the database, which no other session sees
+// until then, would appear after the drop, claimed by nobody. Only the
+// tenant's own operations, under its lock, create its database, so such a
+// session belongs to a dead process.
 func DropDatabase(ctx context.Context, q Querier, db string) error {
+	var stuck int
+	err := q.QueryRow(ctx, `SELECT count(*) FILTER (WHERE NOT pg_terminate_backend(pid, 10000)) FROM pg_stat_activity
+		WHERE pid <> pg_backend_pid() AND state = 'active' AND (query = $1 OR starts_with(query, $1 || ' '))`,
+		"CREATE DATABASE "+Ident(db)).Scan(&stuck)
+	if err != nil {
+		return fmt.Errorf("end the sessions creating database %s: %w", db, err)
+	}
+	if stuck > 0 {
+		return fmt.Errorf("drop database %s: %d sessions creating it did not end within 10s", db, stuck)
+	}
 	if _, err := q.Exec(ctx, "DROP DATABASE IF EXISTS "+Ident(db)+" WITH (FORCE)"); err != nil {
 		return fmt.Errorf("drop database %s: %w", db, err)
 	}
