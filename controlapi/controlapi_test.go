@@ -137,7 +137,8 @@ func TestControlAPI(t *testing.T) {
 		}{
 			{map[string]string{"slug": "Bad Slug", "model": "shared"}, "slug"},
 			{map[string]string{"slug": slug, "model": "cluster"}, "model"},
-			{map[string]string{"slug": slug, "model": "shared", "colour": "blue"}, "body"},
+			{map[string]string{"slug": slug, "model": "shared", "colour": "blue"}, "colour"},
+			{map[string]any{"slug": slug, "model": 1}, "model"},
 			{map[string]string{"slug": slug, "model": "shared", "server": "No Such"}, "server"},
 		}
 		for _, c := range bad {
@@ -326,7 +327,8 @@ func TestControlAPIMove(t *testing.T) {
 		{map[string]string{"model": "schema", "server": "pg-nowhere"}, "server"},
 		{map[string]string{"model": "schema", "server": "Bad Name"}, "server"},
 		{map[string]string{"model": "shared"}, "model"}, // where it is already
-		{map[string]any{"model": 1}, "body"},
+		{map[string]any{"model": 1}, "model"},
+		{map[string]any{"model": "schema", "colour": "blue"}, "colour"},
 	} {
 		if code, out, p := post(tn.Slug, c.body); code != 400 || p.Field != c.field {
 			t.Errorf("%v: %d %s, want 400 naming %s", c.body, code, out, c.field)
