@@ -134,6 +134,12 @@ func (a *API) createTenant(w http.ResponseWriter, r *http.Request) (int, any, er
 		if err := tenancy.ValidateName("server", in.Server); err != nil {
 			return 0, nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "server", "%s", err.Error())
 		}
+		// A server the body names must exist: the body is wrong, not the URL.
+		if _, err := a.cfg.Platform.Catalog.Server(r.Context(), in.Server); tenancy.ErrorCode(err) == tenancy.CodeNotFound {
+			return 0, nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "server", "there is no server %q", in.Server)
+		} else if err != nil {
+			return 0, nil, err
+		}
 	}
 	t, err := a.cfg.Platform.CreateTenant(r.Context(), &provision.CreateOpts{
 		Slug: in.Slug, Name: in.Name, Tier: tenancy.Tier(in.Tier), Model: mdl, Server: in.Server,

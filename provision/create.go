@@ -104,7 +104,7 @@ func (p *Provisioner) Create(ctx context.Context, opts *CreateOpts) (*tenancy.Te
 // that Create was asked for.
 func (p *Provisioner) createAgain(ctx context.Context, existing *tenancy.Tenant, opts *CreateOpts, model tenancy.Model) (*tenancy.Tenant, error) {
 	if existing.Status != tenancy.StatusProvisioning {
-		return nil, tenancy.Errorf(tenancy.CodeConflict, "tenant %q already exists", existing.Slug)
+		return nil, tenancy.FieldErrorf(tenancy.CodeConflict, "slug", "tenant %q already exists", existing.Slug)
 	}
 	if existing.Model != model || (opts.Server != "" && opts.Server != existing.Placement.Server) {
 		return nil, tenancy.Errorf(tenancy.CodeConflict, "tenant %q is being provisioned in the %s model on server %q: continue or roll that back first",
