@@ -42,8 +42,8 @@ func hashSecret(secret string) []byte {
 // hash is stored. createdBy may be uuid.Nil.
 func (a *Accounts) CreateAPIKey(ctx context.Context, tenant uuid.UUID, name string, role Role, createdBy uuid.UUID) (*APIKey, string, error) {
 	name = strings.TrimSpace(name)
-	if name == "" || len(name) > 100 {
-		return nil, "", tenancy.FieldErrorf(tenancy.CodeInvalid, "name", "name must be 1 to 100 bytes")
+	if name == "" || len(name) > 100 || !isText(name) {
+		return nil, "", tenancy.FieldErrorf(tenancy.CodeInvalid, "name", "name must be 1 to 100 bytes of valid UTF-8 text")
 	}
 	if role != RoleAdmin && role != RoleMember {
 		return nil, "", tenancy.FieldErrorf(tenancy.CodeInvalid, "role", "an API key's role must be admin or member, got %q", role)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -25,10 +26,13 @@ const (
 	stepRollback  = "rollback"
 )
 
+// maxNameLen is the most bytes a tenant's display name may have.
+const maxNameLen = 200
+
 // CreateOpts describe a new tenant.
 type CreateOpts struct {
 	Slug  string        // required; see tenancy.ValidateSlug
-	Name  string        // display name; default: the slug
+	Name  string        // display name, at most 200 bytes of text; default: the slug
 	Tier  tenancy.Tier  // default "free"
 	Model tenancy.Model // required
 	// Server places the tenant on the named server. Empty: a server in
@@ -57,6 +61,11 @@ func (p *Provisioner) Create(ctx context.Context, opts *CreateOpts) (*tenancy.Te
 	model, err := tenancy.ParseModel(string(opts.Model))
 	if err != nil {
 		return nil, err
+	}
+	// PostgreSQL text takes neither NUL nor invalid UTF-8: refused here, such
+	// a name would fail the catalog's INSERT as an internal error.
+	if len(opts.Name) > maxNameLen || strings.ContainsRune(opts.Name, 0) || !utf8.ValidString(opts.Name) {
+		return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "name", "a tenant's name must be valid UTF-8 text of at most %d bytes, without NUL", maxNameLen)
 	}
 	existing, err := p.cfg.Catalog.TenantBySlug(ctx, opts.Slug)
 	switch {
