@@ -2,6 +2,8 @@ package provision
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -336,7 +338,7 @@ func (p *Provisioner) dropStorage(ctx context.Context, s *session) error {
 }
 
 func placementFor(server, sharedDB string, t *tenancy.Tenant) tenancy.Placement {
-	name := "tenant_" + strings.ReplaceAll(t.Slug, "-", "_")
+	name := storageName(t.Slug)
 	switch t.Model {
 	case tenancy.ModelSchema:
 		return tenancy.Placement{Server: server, Database: sharedDB, Schema: name}
@@ -345,4 +347,25 @@ func placementFor(server, sharedDB string, t *tenancy.Tenant) tenancy.Placement 
 	default:
 		return tenancy.Placement{Server: server, Database: sharedDB, Schema: SharedSchema}
 	}
+}
+
+// maxIdentifier is the longest name PostgreSQL keeps (NAMEDATALEN - 1 bytes):
+// it cuts a longer one silently, in CREATE and in every later statement.
+const maxIdentifier = 63
+
+// storageName is the name of a tenant's schema (schema model) or database
+// (database model): "tenant_" and the slug with its hyphens as underscores.
+// Where that is longer than PostgreSQL keeps, it is cut and ends with "__"
+// and 14 hex digits of the slug's SHA-256: cut by PostgreSQL instead, two
+// slugs alike in their first 56 bytes would name the same storage, and the
+// catalog would record a name that does not exist. A slug has no "--", so
+// a name without the hash never contains "__" and never equals one with it.
+func storageName(slug string) string {
+	name := "tenant_" + strings.ReplaceAll(slug, "-", "_")
+	if len(name) <= maxIdentifier {
+		return name
+	}
+	sum := sha256.Sum256([]byte(slug))
+	suffix := "__" + hex.EncodeToString(sum[:7])
+	return name[:maxIdentifier-len(suffix)] + suffix
 }
