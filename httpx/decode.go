@@ -22,23 +22,34 @@ import (
 func DecodeJSON(r io.Reader, v any) error {
 	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return decodeError(err)
+	err := dec.Decode(v)
+	var typ *json.UnmarshalTypeError
+	if err != nil && !errors.As(err, &typ) && !strings.HasPrefix(err.Error(), unknownField) {
+		return tenancy.FieldErrorf(tenancy.CodeInvalid, "body", "the body must be a JSON object with the documented fields")
 	}
-	// Decode stops after the value; More is false before a stray '}' or ']',
-	// so read on: only the end of the body may follow.
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+	// Decode reads the whole value even past a member of the wrong type, and
+	// stops after it; More is false before a stray '}' or ']', so read on:
+	// only the end of the body may follow. A body that is not one JSON value
+	// is wrong as a whole, whatever its members.
+	if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
 		return tenancy.FieldErrorf(tenancy.CodeInvalid, "body", "the body must be one JSON value, with nothing after it")
+	}
+	if err != nil {
+		return memberError(err)
 	}
 	return nil
 }
 
-func decodeError(err error) error {
+// unknownField starts encoding/json's error for a member that v lacks.
+const unknownField = "json: unknown field "
+
+// memberError names the member of a type or unknown-field error.
+func memberError(err error) error {
 	var typ *json.UnmarshalTypeError
 	if errors.As(err, &typ) && typ.Field != "" {
 		return tenancy.FieldErrorf(tenancy.CodeInvalid, typ.Field, "%s must be a JSON %s, not %s", typ.Field, jsonKind(typ.Type.Kind().String()), typ.Value)
 	}
-	if quoted, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+	if quoted, ok := strings.CutPrefix(err.Error(), unknownField); ok {
 		if name, uerr := strconv.Unquote(quoted); uerr == nil && name != "" {
 			return tenancy.FieldErrorf(tenancy.CodeInvalid, name, "the body has no field %q", name)
 		}

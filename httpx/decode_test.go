@@ -34,6 +34,8 @@ func TestDecodeJSON(t *testing.T) {
 		{`{"slug":"a"}]`, "body"},
 		{`{"slug":"a"}{}`, "body"},
 		{`{"slug":"a"} x`, "body"},
+		{`{"slug":1 },"count":1}`, "body"}, // not one value: the body is wrong before its member
+		{`{"extra":1}}`, "body"},
 		{`[]`, "body"},
 		{`"x"`, "body"},
 		{``, "body"},
