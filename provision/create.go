@@ -35,7 +35,7 @@ const maxNameLen = 200
 type CreateOpts struct {
 	Slug  string        // required; see tenancy.ValidateSlug
 	Name  string        // display name, at most 200 bytes of text; default: the slug
-	Tier  tenancy.Tier  // default "free"
+	Tier  tenancy.Tier  // default "free"; see tenancy.ValidateName
 	Model tenancy.Model // required
 	// Server places the tenant on the named server. Empty: a server in
 	// Region, else any server; the least loaded (tenants per capacity) among
@@ -68,6 +68,11 @@ func (p *Provisioner) Create(ctx context.Context, opts *CreateOpts) (*tenancy.Te
 	// a name would fail the catalog's INSERT as an internal error.
 	if len(opts.Name) > maxNameLen || strings.ContainsRune(opts.Name, 0) || !utf8.ValidString(opts.Name) {
 		return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "name", "a tenant's name must be valid UTF-8 text of at most %d bytes, without NUL", maxNameLen)
+	}
+	if opts.Tier != "" { // as SetTier checks it
+		if err := tenancy.ValidateName("tier", string(opts.Tier)); err != nil {
+			return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "tier", "%s", err.Error())
+		}
 	}
 	existing, err := p.cfg.Catalog.TenantBySlug(ctx, opts.Slug)
 	switch {

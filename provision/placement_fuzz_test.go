@@ -88,3 +88,30 @@ func TestCreateLongSlugs(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateRefusesBadNameAndTier: a name PostgreSQL text cannot hold and a
+// tier SetTier would refuse are refused by Create too, naming the field, and
+// leave nothing behind.
+func TestCreateRefusesBadNameAndTier(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, c := range []struct {
+		opts  provision.CreateOpts
+		field string
+	}{
+		{provision.CreateOpts{Slug: "bad-name", Name: "a\x00b"}, "name"},
+		{provision.CreateOpts{Slug: "bad-utf8", Name: "a\xffb"}, "name"},
+		{provision.CreateOpts{Slug: "long-name", Name: strings.Repeat("n", 201)}, "name"},
+		{provision.CreateOpts{Slug: "bad-tier", Tier: `a"; DROP SCHEMA x; --`}, "tier"},
+		{provision.CreateOpts{Slug: "upper-tier", Tier: "Pro"}, "tier"},
+	} {
+		for _, m := range tenancy.Models {
+			c.opts.Model, c.opts.Server = m, b.server
+			_, err := b.create(t, b.Platform.Provisioner, &c.opts)
+			if tenancy.ErrorCode(err) != tenancy.CodeInvalid || tenancy.ErrorField(err) != c.field {
+				t.Fatalf("create %+v: %v (field %q), want invalid naming %s", c.opts, err, tenancy.ErrorField(err), c.field)
+			}
+			b.noTrace(t, c.opts.Slug, uuid.Nil)
+		}
+	}
+}
