@@ -105,7 +105,13 @@ func newFuzzAPI(f *testing.F) *fuzzAPI {
 
 func (b *fuzzAPI) post(t *testing.T, path, body string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, b.srv.URL+path, strings.NewReader(body))
+	return b.send(t, http.MethodPost, path, body)
+}
+
+// send sends a request with the operator token and returns the answer.
+func (b *fuzzAPI) send(t *testing.T, method, path, body string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, b.srv.URL+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
