@@ -123,6 +123,9 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) (int, any, erro
 	q := r.URL.Query()
 	opts := &catalog.EventOpts{Kind: catalog.EventKind(q.Get("kind")), Operator: q.Get("operator")}
 	if slug := q.Get("tenant"); slug != "" {
+		if err := tenancy.ValidateSlug(slug); err != nil {
+			return 0, nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "tenant", "%s", err.Error())
+		}
 		t, err := a.cfg.Platform.Catalog.TenantBySlug(r.Context(), slug)
 		if err != nil {
 			return 0, nil, err
