@@ -42,8 +42,8 @@ func hashSecret(secret string) []byte {
 // hash is stored. createdBy may be uuid.Nil.
 func (a *Accounts) CreateAPIKey(ctx context.Context, tenant uuid.UUID, name string, role Role, createdBy uuid.UUID) (*APIKey, string, error) {
 	name = strings.TrimSpace(name)
-	if name == "" || len(name) > 100 {
-		return nil, "", tenancy.FieldErrorf(tenancy.CodeInvalid, "name", "name must be 1 to 100 bytes")
+	if name == "" || len(name) > 100 || !isText(name) {
+		return nil, "", tenancy.FieldErrorf(tenancy.CodeInvalid, "name", "name must be 1 to 100 bytes of valid UTF-8 text")
 	}
 	if role != RoleAdmin && role != RoleMember {
 		return nil, "", tenancy.FieldErrorf(tenancy.CodeInvalid, "role", "an API key's role must be admin or member, got %q", role)
@@ -110,7 +110,10 @@ var errBadKey = tenancy.Errorf(tenancy.CodeUnauthorized, "the API key is invalid
 func (a *Accounts) VerifyAPIKey(ctx context.Context, secret string) (*APIKey, error) {
 	rest, ok := strings.CutPrefix(secret, keyPrefix)
 	pub, _, ok2 := strings.Cut(rest, "_")
-	if !ok || !ok2 || len(pub) != 12 || len(secret) > 200 {
+	// The public part is what CreateAPIKey wrote: 12 lower-case hex digits.
+	// Anything else is no key, and must not reach the query (PostgreSQL
+	// fails on a NUL or invalid UTF-8, which an Authorization header carries).
+	if !ok || !ok2 || len(pub) != 12 || strings.Trim(pub, "0123456789abcdef") != "" || len(secret) > 200 {
 		return nil, errBadKey
 	}
 	var k APIKey

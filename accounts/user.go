@@ -59,8 +59,8 @@ func (a *Accounts) CreateUser(ctx context.Context, nu *NewUser) (*User, error) {
 	if name == "" {
 		name = email[:strings.IndexByte(email, '@')]
 	}
-	if len(name) > 200 {
-		return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "name", "name must be at most 200 bytes")
+	if len(name) > 200 || !isText(name) {
+		return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "name", "name must be valid UTF-8 text of at most 200 bytes")
 	}
 	hash, err := hashPassword(nu.Password)
 	if err != nil {

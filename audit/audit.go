@@ -81,10 +81,10 @@ func List(ctx context.Context, q Querier, schema string, tenant uuid.UUID, opts 
 	case limit == 0:
 		limit = 100
 	case limit < 0 || limit > 1000:
-		return nil, 0, tenancy.Errorf(tenancy.CodeInvalid, "limit must be between 1 and 1000, got %d", limit)
+		return nil, 0, tenancy.FieldErrorf(tenancy.CodeInvalid, "limit", "limit must be between 1 and 1000, got %d", limit)
 	}
 	if opts.After < 0 {
-		return nil, 0, tenancy.Errorf(tenancy.CodeInvalid, "cursor must not be negative, got %d", opts.After)
+		return nil, 0, tenancy.FieldErrorf(tenancy.CodeInvalid, "after", "cursor must not be negative, got %d", opts.After)
 	}
 	var row []byte
 	if len(opts.Row) > 0 {

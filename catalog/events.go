@@ -109,10 +109,10 @@ func (c *Catalog) Events(ctx context.Context, opts *EventOpts) ([]Event, int64, 
 		limit = 100
 	}
 	if limit < 1 || limit > 1000 {
-		return nil, 0, tenancy.Errorf(tenancy.CodeInvalid, "page size must be between 1 and 1000, got %d", limit)
+		return nil, 0, tenancy.FieldErrorf(tenancy.CodeInvalid, "limit", "page size must be between 1 and 1000, got %d", limit)
 	}
 	if opts.After < 0 {
-		return nil, 0, tenancy.Errorf(tenancy.CodeInvalid, "cursor must not be negative, got %d", opts.After)
+		return nil, 0, tenancy.FieldErrorf(tenancy.CodeInvalid, "after", "cursor must not be negative, got %d", opts.After)
 	}
 	rows, err := c.pool.Query(ctx, `SELECT seq, at, kind, coalesce(tenant_id, '00000000-0000-0000-0000-000000000000'),
 			tenant_slug, operator, client_ip, details

@@ -10,7 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/accounts"
@@ -165,6 +168,9 @@ func (a *API) action(name string, h handler) http.HandlerFunc {
 
 		status, body, err := 0, any(nil), a.authenticate(r)
 		if err == nil {
+			err = textQuery(r.URL.Query())
+		}
+		if err == nil {
 			act.Actor = "operator:token"
 			r = r.WithContext(tenancy.WithActor(ctx, tenancy.Actor{Kind: "operator", ID: "token"}))
 			status, body, err = h(w, r)
@@ -183,6 +189,26 @@ func (a *API) action(name string, h handler) http.HandlerFunc {
 		}
 		writeJSON(w, status, body)
 	}
+}
+
+// textQuery refuses a query parameter that PostgreSQL text cannot hold (a
+// NUL or invalid UTF-8): the filters end up compared in SQL, where such a
+// value fails as an internal error.
+func textQuery(q url.Values) error {
+	isText := func(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
+	for name, vals := range q {
+		for _, v := range vals {
+			if isText(name) && isText(v) {
+				continue
+			}
+			at := name
+			if at == "" || !isText(name) {
+				at = "query"
+			}
+			return tenancy.FieldErrorf(tenancy.CodeInvalid, at, "query parameters must be valid UTF-8 text without NUL")
+		}
+	}
+	return nil
 }
 
 // authenticate checks the operator token in constant time (of equal-length

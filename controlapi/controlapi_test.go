@@ -137,8 +137,10 @@ func TestControlAPI(t *testing.T) {
 		}{
 			{map[string]string{"slug": "Bad Slug", "model": "shared"}, "slug"},
 			{map[string]string{"slug": slug, "model": "cluster"}, "model"},
-			{map[string]string{"slug": slug, "model": "shared", "colour": "blue"}, "body"},
+			{map[string]string{"slug": slug, "model": "shared", "colour": "blue"}, "colour"},
+			{map[string]any{"slug": slug, "model": 1}, "model"},
 			{map[string]string{"slug": slug, "model": "shared", "server": "No Such"}, "server"},
+			{map[string]string{"slug": slug, "model": "shared", "server": "pg-nowhere"}, "server"},
 		}
 		for _, c := range bad {
 			code, body, p := b.do(t, token, "POST", "/v1/tenants", c.body)
@@ -152,7 +154,7 @@ func TestControlAPI(t *testing.T) {
 			t.Fatalf("create: %d %s", code, body)
 		}
 		b.Track(tv.Tenant)
-		if code, _, p := b.do(t, token, "POST", "/v1/tenants", map[string]string{"slug": slug, "model": "shared"}); code != 409 {
+		if code, _, p := b.do(t, token, "POST", "/v1/tenants", map[string]string{"slug": slug, "model": "shared"}); code != 409 || p.Field != "slug" {
 			t.Errorf("duplicate: %d %+v", code, p)
 		}
 		if a := b.last(); a.Name != "tenant.create" || a.Tenant != "" || a.Outcome != "conflict" {
@@ -243,7 +245,7 @@ func TestControlAPI(t *testing.T) {
 			t.Errorf("bad tier: %d %+v", code, p)
 		}
 		wantStatus("delete", nil, tenancy.StatusDeleted)
-		if code, _, p := post("purge", map[string]string{"confirm": "someone-else"}); code != 400 {
+		if code, _, p := post("purge", map[string]string{"confirm": "someone-else"}); code != 400 || p.Field != "confirm" {
 			t.Errorf("purge without the right confirmation: %d %+v", code, p)
 		}
 		wantStatus("restore", nil, tenancy.StatusActive)
@@ -326,7 +328,8 @@ func TestControlAPIMove(t *testing.T) {
 		{map[string]string{"model": "schema", "server": "pg-nowhere"}, "server"},
 		{map[string]string{"model": "schema", "server": "Bad Name"}, "server"},
 		{map[string]string{"model": "shared"}, "model"}, // where it is already
-		{map[string]any{"model": 1}, "body"},
+		{map[string]any{"model": 1}, "model"},
+		{map[string]any{"model": "schema", "colour": "blue"}, "colour"},
 	} {
 		if code, out, p := post(tn.Slug, c.body); code != 400 || p.Field != c.field {
 			t.Errorf("%v: %d %s, want 400 naming %s", c.body, code, out, c.field)

@@ -1,6 +1,7 @@
 package controlapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/catalog"
+	"github.com/tenancyhq/tenancy/httpx"
 	"github.com/tenancyhq/tenancy/move"
 	"github.com/tenancyhq/tenancy/platform"
 	"github.com/tenancyhq/tenancy/provision"
@@ -106,15 +108,13 @@ func moveOperation(p *platform.Platform) background {
 	}
 }
 
-// decodeOpBody decodes an operation's JSON body, refusing unknown fields.
+// decodeOpBody decodes an operation's JSON body, refusing unknown fields;
+// the error names the member that is wrong.
 func decodeOpBody(body json.RawMessage, v any) error {
-	if len(body) == 0 {
+	if len(bytes.TrimSpace(body)) == 0 {
 		body = json.RawMessage(`{}`)
 	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return tenancy.FieldErrorf(tenancy.CodeInvalid, "body", "the body must be a JSON object: %v", err)
-	}
-	return nil
+	return httpx.DecodeJSON(bytes.NewReader(body), v)
 }
 
 // listEvents answers the control plane's audit log: ?tenant= ?kind=
@@ -123,6 +123,9 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) (int, any, erro
 	q := r.URL.Query()
 	opts := &catalog.EventOpts{Kind: catalog.EventKind(q.Get("kind")), Operator: q.Get("operator")}
 	if slug := q.Get("tenant"); slug != "" {
+		if err := tenancy.ValidateSlug(slug); err != nil {
+			return 0, nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "tenant", "%s", err.Error())
+		}
 		t, err := a.cfg.Platform.Catalog.TenantBySlug(r.Context(), slug)
 		if err != nil {
 			return 0, nil, err

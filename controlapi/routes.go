@@ -13,6 +13,7 @@ import (
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/audit"
 	"github.com/tenancyhq/tenancy/catalog"
+	"github.com/tenancyhq/tenancy/httpx"
 	"github.com/tenancyhq/tenancy/migrate"
 	"github.com/tenancyhq/tenancy/provision"
 	"github.com/tenancyhq/tenancy/router"
@@ -108,10 +109,11 @@ type CreateTenant struct {
 
 func (a *API) createTenant(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	var in CreateTenant
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil || dec.More() {
-		return 0, nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "body", "the body must be one JSON object: {slug, model, name?, tier?, server?}")
+	if err := httpx.DecodeJSON(http.MaxBytesReader(w, r.Body, 64<<10), &in); err != nil {
+		if tenancy.ErrorField(err) == "body" {
+			return 0, nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "body", "the body must be one JSON object: {slug, model, name?, tier?, server?}")
+		}
+		return 0, nil, err
 	}
 	if err := tenancy.ValidateSlug(in.Slug); err != nil {
 		return 0, nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "slug", "%s", err.Error())
@@ -131,6 +133,12 @@ func (a *API) createTenant(w http.ResponseWriter, r *http.Request) (int, any, er
 	if in.Server != "" {
 		if err := tenancy.ValidateName("server", in.Server); err != nil {
 			return 0, nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "server", "%s", err.Error())
+		}
+		// A server the body names must exist: the body is wrong, not the URL.
+		if _, err := a.cfg.Platform.Catalog.Server(r.Context(), in.Server); tenancy.ErrorCode(err) == tenancy.CodeNotFound {
+			return 0, nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "server", "there is no server %q", in.Server)
+		} else if err != nil {
+			return 0, nil, err
 		}
 	}
 	t, err := a.cfg.Platform.CreateTenant(r.Context(), &provision.CreateOpts{

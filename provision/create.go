@@ -2,9 +2,12 @@ package provision
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -25,11 +28,14 @@ const (
 	stepRollback  = "rollback"
 )
 
+// maxNameLen is the most bytes a tenant's display name may have.
+const maxNameLen = 200
+
 // CreateOpts describe a new tenant.
 type CreateOpts struct {
 	Slug  string        // required; see tenancy.ValidateSlug
-	Name  string        // display name; default: the slug
-	Tier  tenancy.Tier  // default "free"
+	Name  string        // display name, at most 200 bytes of text; default: the slug
+	Tier  tenancy.Tier  // default "free"; see tenancy.ValidateName
 	Model tenancy.Model // required
 	// Server places the tenant on the named server. Empty: a server in
 	// Region, else any server; the least loaded (tenants per capacity) among
@@ -57,6 +63,16 @@ func (p *Provisioner) Create(ctx context.Context, opts *CreateOpts) (*tenancy.Te
 	model, err := tenancy.ParseModel(string(opts.Model))
 	if err != nil {
 		return nil, err
+	}
+	// PostgreSQL text takes neither NUL nor invalid UTF-8: refused here, such
+	// a name would fail the catalog's INSERT as an internal error.
+	if len(opts.Name) > maxNameLen || strings.ContainsRune(opts.Name, 0) || !utf8.ValidString(opts.Name) {
+		return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "name", "a tenant's name must be valid UTF-8 text of at most %d bytes, without NUL", maxNameLen)
+	}
+	if opts.Tier != "" { // as SetTier checks it
+		if err := tenancy.ValidateName("tier", string(opts.Tier)); err != nil {
+			return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "tier", "%s", err.Error())
+		}
 	}
 	existing, err := p.cfg.Catalog.TenantBySlug(ctx, opts.Slug)
 	switch {
@@ -104,7 +120,7 @@ func (p *Provisioner) Create(ctx context.Context, opts *CreateOpts) (*tenancy.Te
 // that Create was asked for.
 func (p *Provisioner) createAgain(ctx context.Context, existing *tenancy.Tenant, opts *CreateOpts, model tenancy.Model) (*tenancy.Tenant, error) {
 	if existing.Status != tenancy.StatusProvisioning {
-		return nil, tenancy.Errorf(tenancy.CodeConflict, "tenant %q already exists", existing.Slug)
+		return nil, tenancy.FieldErrorf(tenancy.CodeConflict, "slug", "tenant %q already exists", existing.Slug)
 	}
 	if existing.Model != model || (opts.Server != "" && opts.Server != existing.Placement.Server) {
 		return nil, tenancy.Errorf(tenancy.CodeConflict, "tenant %q is being provisioned in the %s model on server %q: continue or roll that back first",
@@ -327,7 +343,7 @@ func (p *Provisioner) dropStorage(ctx context.Context, s *session) error {
 }
 
 func placementFor(server, sharedDB string, t *tenancy.Tenant) tenancy.Placement {
-	name := "tenant_" + strings.ReplaceAll(t.Slug, "-", "_")
+	name := storageName(t.Slug)
 	switch t.Model {
 	case tenancy.ModelSchema:
 		return tenancy.Placement{Server: server, Database: sharedDB, Schema: name}
@@ -336,4 +352,25 @@ func placementFor(server, sharedDB string, t *tenancy.Tenant) tenancy.Placement 
 	default:
 		return tenancy.Placement{Server: server, Database: sharedDB, Schema: SharedSchema}
 	}
+}
+
+// maxIdentifier is the longest name PostgreSQL keeps (NAMEDATALEN - 1 bytes):
+// it cuts a longer one silently, in CREATE and in every later statement.
+const maxIdentifier = 63
+
+// storageName is the name of a tenant's schema (schema model) or database
+// (database model): "tenant_" and the slug with its hyphens as underscores.
+// Where that is longer than PostgreSQL keeps, it is cut and ends with "__"
+// and 14 hex digits of the slug's SHA-256: cut by PostgreSQL instead, two
+// slugs alike in their first 56 bytes would name the same storage, and the
+// catalog would record a name that does not exist. A slug has no "--", so
+// a name without the hash never contains "__" and never equals one with it.
+func storageName(slug string) string {
+	name := "tenant_" + strings.ReplaceAll(slug, "-", "_")
+	if len(name) <= maxIdentifier {
+		return name
+	}
+	sum := sha256.Sum256([]byte(slug))
+	suffix := "__" + hex.EncodeToString(sum[:7])
+	return name[:maxIdentifier-len(suffix)] + suffix
 }

@@ -38,7 +38,7 @@ func (p *Provisioner) Purge(ctx context.Context, slug string, opts *PurgeOpts) (
 		return nil, err
 	}
 	if opts == nil || opts.Confirm != slug {
-		return nil, tenancy.Errorf(tenancy.CodeInvalid, "purging tenant %q destroys its data for good: confirm with its slug", slug)
+		return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "confirm", "purging tenant %q destroys its data for good: confirm with its slug", slug)
 	}
 	t, err := p.cfg.Catalog.TenantBySlug(ctx, slug)
 	if err != nil {

@@ -1,7 +1,6 @@
 package crm
 
 import (
-	"encoding/json"
 	"log/slog"
 	"math"
 	"net"
@@ -34,14 +33,10 @@ func (app *App) plain(logger *slog.Logger, h func(w http.ResponseWriter, r *http
 	}
 }
 
-// decodeBody reads a JSON object into v, refusing unknown fields.
+// decodeBody reads a JSON object into v, refusing unknown fields and
+// anything after the object; the error names the member that is wrong.
 func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil || dec.More() {
-		return tenancy.FieldErrorf(tenancy.CodeInvalid, "body", "the body must be one JSON object with the documented fields")
-	}
-	return nil
+	return httpx.DecodeJSON(http.MaxBytesReader(nil, r.Body, maxBody), v)
 }
 
 func (app *App) signup(w http.ResponseWriter, r *http.Request) error {

@@ -26,6 +26,7 @@ import (
 	"github.com/tenancyhq/tenancy/internal/tenanttest"
 	"github.com/tenancyhq/tenancy/jobs"
 	"github.com/tenancyhq/tenancy/platform"
+	"github.com/tenancyhq/tenancy/ratelimit"
 )
 
 type testBundle struct {
@@ -42,6 +43,8 @@ const password = "correct horse battery"
 type setupOpts struct {
 	jobs   bool // a jobs client, so that imports run in the background
 	limits bool // tenants' plans enforced
+	// logins, when set, limits logins and signups instead of the default.
+	logins ratelimit.Limiter
 }
 
 // setup serves the CRM on a platform with one tenant per model.
@@ -53,7 +56,7 @@ func setup(t testing.TB, opts setupOpts) *testBundle {
 		to.Limits = &platform.LimitsConfig{}
 	}
 	b := &testBundle{Bundle: tenanttest.Setup(t, to)}
-	cfg := &crm.Config{}
+	cfg := &crm.Config{LoginLimiter: opts.logins}
 	if opts.jobs {
 		workers := river.NewWorkers()
 		crm.AddWorkers(workers, b.Platform)

@@ -10,12 +10,14 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/accounts"
+	"github.com/tenancyhq/tenancy/httpx"
 	"github.com/tenancyhq/tenancy/router"
 )
 
@@ -86,9 +88,12 @@ func (res *resource) list(app *App, w http.ResponseWriter, r *http.Request) erro
 		return "$" + strconv.Itoa(len(args))
 	}
 	for name, vals := range q {
-		v := vals[0]
+		v, at := vals[0], name
+		if at == "" { // a problem without a field would not say where
+			at = "query"
+		}
 		if len(vals) > 1 {
-			return tenancy.FieldErrorf(tenancy.CodeInvalid, name, "%s is given more than once", name)
+			return tenancy.FieldErrorf(tenancy.CodeInvalid, at, "%s is given more than once", name)
 		}
 		switch name {
 		case "limit":
@@ -107,8 +112,8 @@ func (res *resource) list(app *App, w http.ResponseWriter, r *http.Request) erro
 			if len(res.search) == 0 {
 				return tenancy.FieldErrorf(tenancy.CodeInvalid, "q", "%s cannot be searched", res.path)
 			}
-			if v == "" || len(v) > 200 {
-				return tenancy.FieldErrorf(tenancy.CodeInvalid, "q", "q must be 1 to 200 bytes")
+			if v == "" || len(v) > 200 || !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+				return tenancy.FieldErrorf(tenancy.CodeInvalid, "q", "q must be 1 to 200 bytes of valid UTF-8 text")
 			}
 			pattern := arg("%" + escapeLike(v) + "%")
 			var ors []string
@@ -127,7 +132,7 @@ func (res *resource) list(app *App, w http.ResponseWriter, r *http.Request) erro
 		default:
 			f := res.field(name)
 			if f == nil || !f.filter {
-				return tenancy.FieldErrorf(tenancy.CodeInvalid, name, "%s cannot be filtered by %q", res.path, name)
+				return tenancy.FieldErrorf(tenancy.CodeInvalid, at, "%s cannot be filtered by %q", res.path, name)
 			}
 			val, err := f.parseQuery(v)
 			if err != nil {
@@ -359,8 +364,7 @@ const maxBody = 1 << 20
 // On create, required fields must be present.
 func (res *resource) decode(r *http.Request, create bool) (map[string]any, error) {
 	var raw map[string]json.RawMessage
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
-	if err := dec.Decode(&raw); err != nil || dec.More() {
+	if err := httpx.DecodeJSON(http.MaxBytesReader(nil, r.Body, maxBody), &raw); err != nil || raw == nil {
 		return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "body", "the body must be one JSON object")
 	}
 	out := map[string]any{}

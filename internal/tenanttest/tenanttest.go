@@ -5,7 +5,10 @@ package tenanttest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -182,4 +185,17 @@ func WantCode(t testing.TB, what string, err error, code tenancy.Code) {
 	if got := tenancy.ErrorCode(err); got != code {
 		t.Fatalf("%s: got code %s (%v), want %s", what, got, err, code)
 	}
+}
+
+// NamesMember reports whether field, as a problem names it, is "body", one
+// of known, or a member of the JSON object that body starts with: what a
+// refusal of a request body may point at.
+func NamesMember(field, body string, known []string) bool {
+	if field == "body" || slices.Contains(known, field) {
+		return true
+	}
+	var members map[string]json.RawMessage
+	_ = json.NewDecoder(strings.NewReader(body)).Decode(&members) // what follows the object does not matter
+	_, ok := members[field]
+	return ok
 }
