@@ -13,8 +13,6 @@ import (
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
-
 // TestDropDatabaseEndsUnfinishedCreate: when a process dies in CREATE
 // DATABASE, its backend goes on creating the database, which no other session
 // sees until it commits. A DROP DATABASE IF EXISTS run meanwhile (a move
