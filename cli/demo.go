@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/accounts"
+	"github.com/tenancyhq/tenancy/migrate"
 	"github.com/tenancyhq/tenancy/platform"
 	"github.com/tenancyhq/tenancy/provision"
 )
@@ -59,6 +61,9 @@ func (m *Main) runDemo(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	if err := m.demoCatchUp(ctx, p); err != nil {
+		return err
+	}
 	acc, err := accounts.New(ctx, accounts.Config{Catalog: p.Catalog})
 	if err != nil {
 		return err
@@ -89,6 +94,30 @@ func (m *Main) runDemo(ctx context.Context, args []string) error {
 		return err
 	}
 	return m.serve(ctx, p, acc, &sf, true)
+}
+
+// demoCatchUp brings the tenants of a data directory kept from an earlier
+// run up to date when that run had an older data model or an older release
+// of tenancy: the demo migrates for its user. (`tenancy serve` does not: in
+// production a fleet migration is the operator's step, with its canary.)
+func (m *Main) demoCatchUp(ctx context.Context, p *platform.Platform) error {
+	mg, err := p.Migrator(nil)
+	if err != nil {
+		return err
+	}
+	st, err := mg.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(st, func(s migrate.TargetStatus) bool { return s.Summary == "behind" || s.Summary == "stale" }) {
+		return nil
+	}
+	rep, err := p.MigrateUp(ctx, nil, nil)
+	if err != nil {
+		return fmt.Errorf("bring the demo's tenants up to date (see `tenancy migrate status`): %w", err)
+	}
+	fmt.Fprintf(m.Stdout, "Brought %d of the demo's targets up to date (data model version %d).\n", rep.Migrated, p.Model.Latest())
+	return nil
 }
 
 func (m *Main) printDemoTenants(ctx context.Context, p *platform.Platform) error {

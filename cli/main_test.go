@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 )
@@ -307,5 +309,44 @@ func TestServe(t *testing.T) {
 	}, "serve", "--addr", "127.0.0.1:0")
 	if traces.Load() == 0 {
 		t.Error("serve exported no traces to OTEL_EXPORTER_OTLP_ENDPOINT")
+	}
+}
+
+// TestDemoCatchesUp: a demo started again on tenants an older release of
+// tenancy prepared (here: the schema tenant's record of the release changed)
+// brings them up to date before serving, and says so.
+func TestDemoCatchesUp(t *testing.T) {
+	t.Parallel()
+	s := pgtest.Restartable(t) // the demo's fixed slugs need a server of their own
+	catalogDB, data := s.NewDatabase(t, ""), s.NewDatabase(t, "")
+	env := map[string]string{"TENANCY_DATABASE_URL": s.URL(catalogDB)}
+	if r := run(t, env, "servers", "add", "local", "--dsn", s.URL(data)); r.code != 0 {
+		t.Fatalf("servers add: %d %s", r.code, r.err)
+	}
+	runServing(t, env, func(out string) {
+		if strings.Contains(out, "up to date") {
+			t.Errorf("first run: nothing to catch up, yet:\n%s", out)
+		}
+	}, "demo", "--addr", "127.0.0.1:0")
+
+	conn, err := pgx.Connect(context.Background(), s.URL(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.Exec(context.Background(), `COMMENT ON TABLE tenant_globex.tenancy_migrations IS 'tenancy platform older'`)
+	conn.Close(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, env, "migrate", "status"); !strings.Contains(r.out, "stale") {
+		t.Fatalf("migrate status does not report the stale target:\n%s%s", r.out, r.err)
+	}
+	runServing(t, env, func(out string) {
+		if !strings.Contains(out, "Brought 1 of the demo's targets up to date") {
+			t.Errorf("second run: want one target brought up to date:\n%s", out)
+		}
+	}, "demo", "--addr", "127.0.0.1:0")
+	if r := run(t, env, "migrate", "status"); strings.Contains(r.out, "stale") || r.code != 0 {
+		t.Errorf("after the demo, migrate status: %d\n%s%s", r.code, r.out, r.err)
 	}
 }
