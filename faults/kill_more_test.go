@@ -32,7 +32,7 @@ func TestKillCreateSchema(t *testing.T) { killCreate(t, tenancy.ModelSchema) }
 func TestKillPurge(t *testing.T) {
 	b := setup(t)
 	dataDB := dataDBOf(t, b)
-	for _, model := range []tenancy.Model{tenancy.ModelSchema, tenancy.ModelDatabase} {
+	for _, model := range tenancy.Models {
 		t.Run(string(model), func(t *testing.T) { b.killPurge(t, dataDB, model) })
 	}
 }
@@ -43,6 +43,11 @@ func (b *bundle) killPurge(t *testing.T, dataDB string, model tenancy.Model) {
 		slug := pgtest.UniqueName("kp")
 		b.slugs = append(b.slugs, slug)
 		b.mustRun(t, "tenants", "create", slug, "--model", string(model))
+		if model == tenancy.ModelShared {
+			// Its storage is its rows in the shared tables: enough of them
+			// that deleting them takes a while to kill.
+			b.addContacts(t, slug, sharedPurgeRows)
+		}
 		b.mustRun(t, "tenants", "delete", slug)
 		return b.tenant(t, slug)
 	}
@@ -116,6 +121,11 @@ func (b *bundle) checkHalfPurged(t *testing.T, dataDB string, tn *tenancy.Tenant
 	case tenancy.StatusPurged:
 		b.checkNoStorage(t, b.server, dataDB, tn)
 	case tenancy.StatusDeleted:
+		// A shared tenant's rows go in one transaction, on another database
+		// than the catalog's: all there, or all gone and the purge open.
+		if n, _ := sharedRows(t, b.server, dataDB, tn); tn.Model == tenancy.ModelShared && n != 0 && n != sharedPurgeRows {
+			t.Fatalf("a killed purge left %d of the shared tenant's %d contacts", n, sharedPurgeRows)
+		}
 	default:
 		t.Fatalf("tenant %s is %s after a killed purge; want deleted or purged", tn.Slug, status)
 	}
@@ -166,6 +176,25 @@ func (b *bundle) checkNoStorage(t *testing.T, s *pgtest.Server, dataDB string, t
 	if len(dbs) != 0 || len(schemas) != 0 || hasRole(t, s, tn.ID) {
 		t.Fatalf("tenant %s on %s: databases %v, schemas %v, role %v; want none", tn.Slug, s.Name(), dbs, schemas, hasRole(t, s, tn.ID))
 	}
+	if contacts, audit := sharedRows(t, s, dataDB, tn); contacts+audit != 0 {
+		t.Fatalf("tenant %s on %s: %d contacts and %d audit entries left in the shared tables; want none", tn.Slug, s.Name(), contacts, audit)
+	}
+}
+
+// sharedPurgeRows is how many contacts a shared tenant has before its purge.
+const sharedPurgeRows = 20000
+
+// sharedRows counts the tenant's contacts and audit entries in the shared
+// tables of dataDB on s.
+func sharedRows(t *testing.T, s *pgtest.Server, dataDB string, tn *tenancy.Tenant) (contacts, audit int) {
+	t.Helper()
+	err := adminOn(t, s, dataDB).QueryRow(context.Background(), `SELECT
+		(SELECT count(*) FROM shared.contacts WHERE tenant_id = $1),
+		(SELECT count(*) FROM shared.tenancy_audit WHERE tenant_id = $1)`, tn.ID).Scan(&contacts, &audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return contacts, audit
 }
 
 // checkStorage checks that server s holds exactly the storage of the
