@@ -93,7 +93,9 @@ func (b *bundle) runAndKill(t *testing.T, started func() bool, lo, hi time.Durat
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd, out := b.command(ctx, args...)
-	delay := lo + time.Duration(b.rng.Int64N(int64(hi-lo)))
+	// A window measured on a loaded machine may come out empty (hi ≤ lo):
+	// kill at lo then, rather than panic.
+	delay := lo + time.Duration(b.rng.Int64N(int64(max(hi-lo, time.Millisecond))))
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
