@@ -138,22 +138,7 @@ func TestRedisPartition(t *testing.T) {
 		t.Fatalf("the decision that met the partition: %+v, %v, %+v; want allowed by the fallback, Redis taken as down", res, err, l.Stats())
 	}
 	time.Sleep(350 * time.Millisecond) // past RetryInterval: Redis is due to be tried again
-	const n = 20
-	var start, done sync.WaitGroup
-	start.Add(1)
-	for range n {
-		done.Go(func() {
-			start.Wait()
-			if res, err := l.Allow(ctx, "k", lim); err != nil || !res.Allowed {
-				t.Errorf("decision during the partition: %+v, %v", res, err)
-			}
-		})
-	}
-	start.Done()
-	done.Wait()
-	if s := l.Stats(); s.Failures != 2 || s.Fallbacks != n+1 {
-		t.Errorf("%d decisions at once during the partition: %+v; want one probe (one more failure) and every decision by the fallback", n, s)
-	}
+	wantOneProbe(t, l, "during the partition")
 
 	bh.set(false)
 	deadline := time.Now().Add(5 * time.Second)

@@ -174,21 +174,29 @@ func TestRedisOneProbeAfterOutage(t *testing.T) {
 	}
 	time.Sleep(150 * time.Millisecond) // past RetryInterval: Redis is due to be tried again
 
+	wantOneProbe(t, l, "after RetryInterval")
+}
+
+// wantOneProbe makes 20 decisions at once on l, a fail-open limiter whose
+// Redis is down and due to be tried again, with one failure recorded so far:
+// every decision is allowed by the fallback, and only one tries Redis.
+func wantOneProbe(t *testing.T, l *ratelimit.Redis, when string) {
+	t.Helper()
 	const n = 20
 	var start, done sync.WaitGroup
 	start.Add(1)
 	for range n {
 		done.Go(func() {
 			start.Wait()
-			if res, err := l.Allow(ctx, "k", lim); err != nil || !res.Allowed {
-				t.Errorf("fail-open decision: %+v, %v", res, err)
+			if res, err := l.Allow(context.Background(), "k", ratelimit.PerSecond(1000, 1000)); err != nil || !res.Allowed {
+				t.Errorf("fail-open decision %s: %+v, %v", when, res, err)
 			}
 		})
 	}
 	start.Done()
 	done.Wait()
 	if s := l.Stats(); s.Failures != 2 || s.Fallbacks != n+1 {
-		t.Errorf("%d decisions at once after RetryInterval: %+v; want one more failure (one probe) and every decision by the fallback", n, s)
+		t.Errorf("%d decisions at once %s: %+v; want one more failure (one probe) and every decision by the fallback", n, when, s)
 	}
 }
 
