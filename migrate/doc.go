@@ -15,6 +15,10 @@
 // SQL is stale (datamodel.State.Stale, summary "stale"): Up prepares it again,
 // in its own transaction like a migration, and reports it migrated with no
 // migration applied. Upgrading the library is therefore a run of Up.
+// During a rolling upgrade, a node of the older release that prepares a
+// tenant (a create, a move) installs its own functions in that database, which
+// every schema of the database shares: the targets there turn stale again,
+// and stay so until the last older node is gone and Up runs once more.
 //
 // Targets run in parallel, bounded overall (Config.Parallel) and per server
 // (Config.PerServer). Two migrators never run at once: Up holds an advisory
