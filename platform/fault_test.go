@@ -81,8 +81,15 @@ func status(t *testing.T, srv *httptest.Server, slug string) (int, tenancy.Code)
 // the same process accepts control changes and follows them again.
 func TestFaultCatalogUnreachable(t *testing.T) {
 	t.Parallel()
+	testCatalogUnreachable(t, false)
+}
+
+// testCatalogUnreachable is TestFaultCatalogUnreachable, with the router's
+// data connections going through PgBouncer when pgbouncer is set (the catalog
+// is still reached directly).
+func testCatalogUnreachable(t *testing.T, pgbouncer bool) {
 	catalogServer := pgtest.Restartable(t)
-	b := tenanttest.Setup(t, &tenanttest.Opts{On: []*pgtest.Server{catalogServer.Server, pgtest.DefaultServer(t)}})
+	b := tenanttest.Setup(t, &tenanttest.Opts{On: []*pgtest.Server{catalogServer.Server, pgtest.DefaultServer(t)}, PgBouncer: pgbouncer})
 	const data = "pg2" // tenants live away from the catalog
 	var known []*tenancy.Tenant
 	for _, m := range tenancy.Models {
@@ -182,10 +189,18 @@ func TestFaultCatalogUnreachable(t *testing.T) {
 // catalog cannot give.
 func TestFaultCatalogUnreachableWithLimits(t *testing.T) {
 	t.Parallel()
+	testCatalogUnreachableWithLimits(t, false)
+}
+
+// testCatalogUnreachableWithLimits is TestFaultCatalogUnreachableWithLimits,
+// with the router's data connections going through PgBouncer when pgbouncer
+// is set.
+func testCatalogUnreachableWithLimits(t *testing.T, pgbouncer bool) {
 	catalogServer := pgtest.Restartable(t)
 	b := tenanttest.Setup(t, &tenanttest.Opts{
-		On:     []*pgtest.Server{catalogServer.Server, pgtest.DefaultServer(t)},
-		Limits: &platform.LimitsConfig{},
+		On:        []*pgtest.Server{catalogServer.Server, pgtest.DefaultServer(t)},
+		Limits:    &platform.LimitsConfig{},
+		PgBouncer: pgbouncer,
 	})
 	tn := b.CreateTenant(t, tenancy.ModelSchema, "pg2")
 	srv := limitServer(t, b.Platform)

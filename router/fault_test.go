@@ -36,7 +36,7 @@ func wantCodes(t *testing.T, errs []error, codes ...tenancy.Code) {
 	}
 }
 
-var starve = flag.Bool("fault.starve", false, "run TestFaultSlowTenantDoesNotStarveOthers without the per-database cap (it must fail)")
+var starve = flag.Bool("fault.starve", false, "run TestFaultSlowTenantDoesNotStarveOthers and TestFaultSlowTenantBehindPgBouncer without the per-database cap (both must fail)")
 
 // insertCompany inserts one company named name for tn.
 func insertCompany(ctx context.Context, r *router.Router, tn *tenancy.Tenant, name string) error {
@@ -288,12 +288,18 @@ func testTenantDatabaseDropped(t *testing.T, pgbouncer bool) {
 // slow tenant takes every connection and the others wait.
 func TestFaultSlowTenantDoesNotStarveOthers(t *testing.T) {
 	t.Parallel()
+	testSlowTenantDoesNotStarveOthers(t, false)
+}
+
+// testSlowTenantDoesNotStarveOthers is TestFaultSlowTenantDoesNotStarveOthers,
+// with the router connecting through PgBouncer when pgbouncer is set.
+func testSlowTenantDoesNotStarveOthers(t *testing.T, pgbouncer bool) {
 	const budget = 6
 	perDB := 3
 	if *starve {
 		perDB = budget // mutation check: no per-database cap
 	}
-	b := tenanttest.Setup(t, nil)
+	b := tenanttest.Setup(t, &tenanttest.Opts{PgBouncer: pgbouncer})
 	server := b.ServerNames[0]
 	slow := b.CreateTenant(t, tenancy.ModelDatabase, server)
 	others := []*tenancy.Tenant{
@@ -319,8 +325,9 @@ func TestFaultSlowTenantDoesNotStarveOthers(t *testing.T) {
 	defer wg.Wait() // before r.Close
 
 	// The slow tenant: 4× its share of callers, each holding a connection 1.5 s.
-	var slowDone, slowUnavailable atomic.Int64 // the rest ran out of time
-	for range 4 * perDB {
+	const callers = 4
+	var slowDone, slowUnavailable, slowCut atomic.Int64 // the rest ran out of time
+	for range callers * perDB {
 		wg.Go(func() {
 			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
@@ -335,12 +342,28 @@ func TestFaultSlowTenantDoesNotStarveOthers(t *testing.T) {
 				slowUnavailable.Add(1) // waited for its share until its deadline
 			case errors.Is(err, context.DeadlineExceeded):
 				// got a connection late, and its own deadline cut pg_sleep short
+				slowCut.Add(1)
 			default:
 				t.Errorf("slow tenant: %v", err)
 			}
 		})
 	}
-	time.Sleep(200 * time.Millisecond) // the slow tenant holds its connections
+	// The slow tenant holds its share and the rest of its callers wait for
+	// it: what the other tenants are served under. Behind PgBouncer, whose
+	// pool has one server connection per database, one of them runs pg_sleep
+	// and the others wait in PgBouncer's queue, each holding its router
+	// connection all the same.
+	var held router.Stats
+	for deadline := time.Now().Add(500 * time.Millisecond); ; {
+		held = r.Stats(server)
+		if held.InUse == perDB && held.Waiting == (callers-1)*perDB {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the slow tenant did not fill its share of %d connections within 500 ms: %+v", perDB, held)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 
 	var worst time.Duration
 	for i := range 10 {
@@ -357,13 +380,16 @@ func TestFaultSlowTenantDoesNotStarveOthers(t *testing.T) {
 	}
 	st := r.Stats(server)
 	wg.Wait()
-	t.Logf("other tenants' slowest transaction %v while the slow tenant held its share; slow tenant: %d done, %d unavailable; stats %+v",
-		worst, slowDone.Load(), slowUnavailable.Load(), st)
+	t.Logf("PgBouncer %v: other tenants' slowest transaction %v while the slow tenant held its share (%+v); slow tenant: %d done, %d unavailable, %d cut by their deadline; stats %+v",
+		pgbouncer, worst, held, slowDone.Load(), slowUnavailable.Load(), slowCut.Load(), st)
 	if worst > 900*time.Millisecond { // generous: the machine may be busy; starved callers fail at 1 s
 		t.Errorf("other tenants waited up to %v behind a slow tenant", worst)
 	}
 	if st.Open > budget {
 		t.Errorf("%d connections open, over the budget of %d", st.Open, budget)
+	}
+	if st.InUse != perDB {
+		t.Errorf("after the other tenants were served, %d connections in use, want the slow tenant's share of %d: it did not hold it throughout", st.InUse, perDB)
 	}
 	if slowDone.Load() == 0 {
 		t.Errorf("the slow tenant was not served at all")

@@ -25,3 +25,14 @@ func TestFaultTenantDatabaseDroppedBehindPgBouncer(t *testing.T) {
 	t.Parallel()
 	testTenantDatabaseDropped(t, true)
 }
+
+// TestFaultSlowTenantBehindPgBouncer is TestFaultSlowTenantDoesNotStarveOthers
+// behind PgBouncer. PgBouncer's pool has one server connection per database
+// and role, so the slow tenant's transactions run one at a time on the server
+// and the rest wait in PgBouncer's queue; each of them still holds one of the
+// router's connections to PgBouncer, and it is the router's per-database cap
+// that leaves the other tenants their share of the budget.
+func TestFaultSlowTenantBehindPgBouncer(t *testing.T) {
+	t.Parallel()
+	testSlowTenantDoesNotStarveOthers(t, true)
+}
