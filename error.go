@@ -26,7 +26,8 @@ const (
 	// connection budget exhausted until the caller's deadline).
 	CodeUnavailable Code = "unavailable"
 	// CodeRateLimited: the tenant is over one of its plan's limits (requests
-	// per second, concurrent transactions); retry later. HTTP answers 429.
+	// per second, concurrent transactions, a statement cut by the plan's
+	// statement timeout); retry later, or do less. HTTP answers 429.
 	CodeRateLimited Code = "rate_limited"
 	// CodeUnauthorized: the request carries no valid credentials (no token,
 	// an expired or forged one, an unknown API key).

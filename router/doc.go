@@ -33,5 +33,6 @@
 // MaxConcurrentTx of its transactions run at once on this router, others wait
 // in order of arrival, for at most Config.TxWait, then fail with
 // CodeRateLimited; and its statement timeout is one more transaction-local
-// setting of the prelude.
+// setting of the prelude (a statement it cuts fails with CodeRateLimited too,
+// wrapping PostgreSQL's error).
 package router

@@ -3,6 +3,9 @@ package router
 import (
 	"context"
 	"errors"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/internal/pgerr"
@@ -28,4 +31,12 @@ func unavailable(t *tenancy.Tenant, err error) error {
 		return err
 	}
 	return tenancy.Errorf(tenancy.CodeUnavailable, "tenant %q: its database is unavailable; retry later: %w", t.Slug, err)
+}
+
+// isStatementTimeout reports whether err is PostgreSQL cancelling a statement
+// for statement_timeout (query_canceled, 57014, which a cancel request or the
+// caller's context also gives, with another message).
+func isStatementTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "57014" && strings.Contains(pgErr.Message, "statement timeout")
 }

@@ -117,8 +117,8 @@ func testStatementTimeout(t *testing.T, pgbouncer bool) {
 	for round := range 2 { // the second round pipelines the prepared statements
 		err := check(slow, "100ms", 300*time.Millisecond)
 		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != "57014" {
-			t.Fatalf("round %d: a query over the tenant's timeout: %v, want SQLSTATE 57014", round, err)
+		if !errors.As(err, &pgErr) || pgErr.Code != "57014" || tenancy.ErrorCode(err) != tenancy.CodeRateLimited {
+			t.Fatalf("round %d: a query over the tenant's timeout: %v (code %s), want SQLSTATE 57014 as rate_limited (a plan's limit, not a 500)", round, err, tenancy.ErrorCode(err))
 		}
 		if got := idleTimeout(); got != "0" {
 			t.Fatalf("round %d: after a failed transaction the idle connection has statement_timeout %q", round, got)
@@ -134,8 +134,8 @@ func testStatementTimeout(t *testing.T, pgbouncer bool) {
 			_, err := tx.Exec(ctx, `SELECT pg_sleep($1)`, 0.3)
 			return err
 		})
-		if !errors.As(err, &pgErr) || pgErr.Code != "57014" {
-			t.Fatalf("round %d: a first statement over the tenant's timeout: %v, want SQLSTATE 57014", round, err)
+		if !errors.As(err, &pgErr) || pgErr.Code != "57014" || tenancy.ErrorCode(err) != tenancy.CodeRateLimited {
+			t.Fatalf("round %d: a first statement over the tenant's timeout: %v (code %s), want SQLSTATE 57014 as rate_limited", round, err, tenancy.ErrorCode(err))
 		}
 		if err := check(batch, "0", 300*time.Millisecond); err != nil {
 			t.Fatalf("round %d: the previous tenant's timeout outlived its transaction: %v", round, err)
