@@ -148,10 +148,10 @@ func TestLimitsEndToEnd(t *testing.T) {
 	if statuses[0] != http.StatusNoContent || statuses[1] != http.StatusTooManyRequests {
 		t.Fatalf("two transactions under a cap of one: %v, want 204 then 429", statuses)
 	}
-	// A query over the plan's statement timeout fails; the tenant's data is
-	// unchanged and the next request is served.
-	if res := request(t, client, srv.URL+"?arg=2", tiny.Slug); res.StatusCode != http.StatusInternalServerError {
-		t.Fatalf("a query over the statement timeout: %d, want 500", res.StatusCode)
+	// A query over the plan's statement timeout fails as the plan's other
+	// limits do, 429; the next request is served.
+	if res := request(t, client, srv.URL+"?arg=2", tiny.Slug); res.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a query over the statement timeout: %d, want 429", res.StatusCode)
 	}
 	if res := request(t, client, srv.URL, tiny.Slug); res.StatusCode != http.StatusNoContent {
 		t.Fatalf("after the timeout: %d", res.StatusCode)
