@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/internal/tenanttest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -116,30 +116,12 @@ func waitForImport(t *testing.T, out string) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // runServing runs a serving command until it prints "Press Ctrl-C" (or its
 // URL line, for serve), calls check with its output, then stops it as Ctrl-C
 // does and checks that it stops cleanly.
 func runServing(t *testing.T, env map[string]string, check func(out string), args ...string) {
 	t.Helper()
-	var stdout, stderr syncBuffer
+	var stdout, stderr tenanttest.SyncBuffer
 	m := &Main{Stdout: &stdout, Stderr: &stderr, Getenv: func(k string) string { return env[k] }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -5,7 +5,6 @@ package platform_test
 // fails closed, all on one Redis.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -33,31 +32,13 @@ import (
 	"github.com/tenancyhq/tenancy/ratelimit"
 )
 
-// lockedBuffer is a log destination for concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // redisNode is one app node whose request limits are kept in Redis.
 type redisNode struct {
 	name    string
 	p       *platform.Platform
 	srv     *httptest.Server
 	limiter *ratelimit.Redis
-	log     *lockedBuffer
+	log     *tenanttest.SyncBuffer
 }
 
 // openRedisNode opens a platform on b's catalog with its own Redis client, as
@@ -71,7 +52,7 @@ func openRedisNode(t *testing.T, b *tenanttest.Bundle, name, redisAddr string, f
 		MaxRetries: 1, DialerRetries: 1,
 	})
 	t.Cleanup(func() { _ = rdb.Close() })
-	log := &lockedBuffer{}
+	log := &tenanttest.SyncBuffer{}
 	p, err := platform.Open(context.Background(), platform.Config{
 		CatalogURL: b.Platform.Catalog.Pool().Config().ConnString(),
 		DataModel:  crm.Migrations(),

@@ -1,7 +1,6 @@
 package ratelimit_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -83,7 +82,7 @@ func TestRedisOutage(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	srv := redistest.Start(t)
-	var openLog, closedLog syncBuffer
+	var openLog, closedLog tenanttest.SyncBuffer
 	open := newRedis(t, srv, ratelimit.RedisConfig{RetryInterval: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&openLog, nil))})
 	closed := newRedis(t, srv, ratelimit.RedisConfig{RetryInterval: 100 * time.Millisecond, FailClosed: true, Logger: slog.New(slog.NewTextHandler(&closedLog, nil))})
 	lim := ratelimit.PerSecond(1, 3)
@@ -145,7 +144,7 @@ func TestRedisOutage(t *testing.T) {
 	if res, _ := closed.Allow(ctx, "shared-again", ratelimit.PerSecond(1, 1)); res.Allowed {
 		t.Fatal("after recovery the nodes do not share the budget")
 	}
-	for name, log := range map[string]*syncBuffer{"open": &openLog, "closed": &closedLog} {
+	for name, log := range map[string]*tenanttest.SyncBuffer{"open": &openLog, "closed": &closedLog} {
 		s := log.String()
 		if strings.Count(s, "redis unavailable") != 1 || strings.Count(s, "available again") != 1 {
 			t.Errorf("%s: want one line for the outage and one for the recovery, got:\n%s", name, s)
@@ -198,23 +197,6 @@ func wantOneProbe(t *testing.T, l *ratelimit.Redis, when string) {
 	if s := l.Stats(); s.Failures != 2 || s.Fallbacks != n+1 {
 		t.Errorf("%d decisions at once %s: %+v; want one more failure (one probe) and every decision by the fallback", n, when, s)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // countHook counts the commands a client sends.
