@@ -289,19 +289,16 @@ func (s State) Describe(latest int) string {
 func (m *Model) StateTx(ctx context.Context, tx pgx.Tx, schema string) (State, error) {
 	table := dataplane.Ident(schema, VersionTable)
 	var exists bool
-	if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists); err != nil {
+	var recorded *string // the release that prepared the target, as the table's comment
+	err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, obj_description(to_regclass($1), 'pg_class')`, table).Scan(&exists, &recorded)
+	if err != nil {
 		return State{}, fmt.Errorf("schema %s: look up version table: %w", schema, err)
 	}
 	applied := map[int]string{}
 	var s State
 	if exists {
-		var err error
 		if applied, err = sqlmigrate.Applied(ctx, tx, table); err != nil {
 			return State{}, fmt.Errorf("schema %s: %w", schema, err)
-		}
-		var recorded *string
-		if err := tx.QueryRow(ctx, `SELECT obj_description($1::regclass, 'pg_class')`, table).Scan(&recorded); err != nil {
-			return State{}, fmt.Errorf("schema %s: read the platform version: %w", schema, err)
 		}
 		functions, err := dataplane.FunctionsCurrent(ctx, tx)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -31,6 +32,17 @@ func unavailable(t *tenancy.Tenant, err error) error {
 		return err
 	}
 	return tenancy.Errorf(tenancy.CodeUnavailable, "tenant %q: its database is unavailable; retry later: %w", t.Slug, err)
+}
+
+// txError gives the error a tenant transaction ends with its code: a
+// statement cut by the plan's statement timeout (timeout > 0) is over one of
+// the plan's limits; a failure of the tenant's server is unavailable (see
+// unavailable); anything else is returned as it is.
+func txError(t *tenancy.Tenant, timeout time.Duration, err error) error {
+	if timeout > 0 && isStatementTimeout(err) {
+		return tenancy.Errorf(tenancy.CodeRateLimited, "tenant %q: a statement ran longer than the plan's statement timeout of %v: %w", t.Slug, timeout, err)
+	}
+	return unavailable(t, err)
 }
 
 // isStatementTimeout reports whether err is PostgreSQL cancelling a statement

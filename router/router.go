@@ -229,10 +229,7 @@ func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error
 			}
 			continue
 		}
-		if timeout > 0 && isStatementTimeout(err) {
-			return tenancy.Errorf(tenancy.CodeRateLimited, "tenant %q: a statement ran longer than the plan's statement timeout of %v: %w", t.Slug, timeout, err)
-		}
-		return unavailable(t, err)
+		return txError(t, timeout, err)
 	}
 }
 
