@@ -17,7 +17,6 @@ import (
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/accounts"
-	"github.com/tenancyhq/tenancy/httpx"
 	"github.com/tenancyhq/tenancy/router"
 )
 
@@ -364,7 +363,7 @@ const maxBody = 1 << 20
 // On create, required fields must be present.
 func (res *resource) decode(r *http.Request, create bool) (map[string]any, error) {
 	var raw map[string]json.RawMessage
-	if err := httpx.DecodeJSON(http.MaxBytesReader(nil, r.Body, maxBody), &raw); err != nil || raw == nil {
+	if err := decodeBody(r, &raw); err != nil || raw == nil {
 		return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "body", "the body must be one JSON object")
 	}
 	out := map[string]any{}
