@@ -303,7 +303,9 @@ func killCreate(t *testing.T, model tenancy.Model) {
 
 	var killed int
 	w := window(op)
-	for i := range 4 {
+	n := 0
+	for i := 0; moreRuns(i, 4, killed); i++ {
+		n++
 		slug := pgtest.UniqueName("kc")
 		b.slugs = append(b.slugs, slug)
 		args := []string{"tenants", "create", slug, "--model", string(model)}
@@ -324,7 +326,7 @@ func killCreate(t *testing.T, model tenancy.Model) {
 		b.checkServed(t, slug, 0)
 		t.Logf("run %d: killed %v after %v; converged", i, k, after)
 	}
-	t.Logf("%d of 4 runs killed mid-way", killed)
+	t.Logf("%d of %d runs killed mid-way", killed, n)
 	if killed == 0 {
 		t.Error("no run was killed before it ended")
 	}
@@ -483,14 +485,18 @@ func TestKillMove(t *testing.T) {
 	t.Logf("process start-up %v, a move of %d rows in %v", startup, rows, full)
 
 	var killed int
-	for i, to := range []string{"database", "shared", "database", "shared"} {
+	w, n := full-startup, 0
+	for i := 0; moreRuns(i, 4, killed); i++ {
+		n++
+		to := []string{"database", "shared"}[i%2]
 		args := []string{"tenants", "move", slug, "--to", to}
 		started := b.exists(t, `SELECT EXISTS (SELECT 1 FROM catalog.moves m JOIN catalog.tenants t ON t.id = m.tenant_id
 			WHERE t.slug = $1 AND m.state NOT IN ('done', 'rolled_back'))`, slug)
-		k, after := b.runAndKill(t, started, 0, full-startup, args...)
+		k, after := b.runAndKill(t, started, 0, w, args...)
 		if k {
 			killed++
 		}
+		w = aim(w, k, after)
 		// A kill after the move finished leaves nothing to do; the checks
 		// below find anything left unfinished.
 		b.converge(t, fmt.Sprintf("is already a %s tenant", to), args...)
@@ -513,7 +519,7 @@ func TestKillMove(t *testing.T) {
 		b.checkServed(t, slug, rows)
 		t.Logf("run %d: killed %v after %v; converged at %s", i, k, after, to)
 	}
-	t.Logf("%d of 4 runs killed mid-way", killed)
+	t.Logf("%d of %d runs killed mid-way", killed, n)
 	if killed == 0 {
 		t.Error("no run was killed before it ended")
 	}
