@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -50,6 +51,7 @@ type Bundle struct {
 	// Tenants are the tenants Setup created, PerModel of each model, in model order.
 	Tenants []*tenancy.Tenant
 
+	mu      sync.Mutex        // guards created: parallel subtests create tenants
 	created []*tenancy.Tenant // every tenant, for cleanup
 }
 
@@ -116,13 +118,17 @@ func (b *Bundle) CreateTenant(t testing.TB, m tenancy.Model, server string) *ten
 	if err != nil {
 		t.Fatalf("create %s tenant: %v", m, err)
 	}
-	b.created = append(b.created, tn)
+	b.Track(tn)
 	return tn
 }
 
 // Track has the bundle drop, when the test ends, what a tenant created
 // outside CreateTenant (through an API under test) leaves in the cluster.
-func (b *Bundle) Track(tn *tenancy.Tenant) { b.created = append(b.created, tn) }
+func (b *Bundle) Track(tn *tenancy.Tenant) {
+	b.mu.Lock()
+	b.created = append(b.created, tn)
+	b.mu.Unlock()
+}
 
 // Ctx returns a background context carrying tn.
 func Ctx(tn *tenancy.Tenant) context.Context {
@@ -154,7 +160,10 @@ func (b *Bundle) AdminConn(t testing.TB, tn *tenancy.Tenant) *pgx.Conn {
 // databases and roles, and the application role.
 func (b *Bundle) dropClusterObjects(t testing.TB) {
 	ctx := context.Background()
-	for _, tn := range b.created {
+	b.mu.Lock()
+	created := slices.Clone(b.created)
+	b.mu.Unlock()
+	for _, tn := range created {
 		conn, err := pgx.Connect(ctx, b.Server(tn.Placement.Server).URL("postgres"))
 		if err != nil {
 			t.Logf("cleanup: %v", err)
