@@ -224,9 +224,11 @@ func (r *Router) TxWith(ctx context.Context, opts *TxOpts, fn func(pgx.Tx) error
 				return movedAwayAgain(t, err)
 			}
 			moveRetried = true
-			if t, err = r.resolveAfterMove(ctx, t); err != nil {
+			nt, err := r.resolveAfterMove(ctx, t)
+			if err != nil {
 				return err
 			}
+			t = nt
 			continue
 		}
 		return txError(t, timeout, err)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenancyhq/tenancy"
@@ -278,4 +280,64 @@ func TestIsolationLevelIsChecked(t *testing.T) {
 			t.Errorf("isolation %s: the transaction says %q, want %q", level, got, want)
 		}
 	}
+}
+
+// flipResolver resolves a tenant as active until it is invalidated, and as
+// suspended afterwards: a tenant suspended while a move was taking it away.
+type flipResolver struct {
+	mu      sync.Mutex
+	tn      *tenancy.Tenant
+	flipped bool
+}
+
+func (f *flipResolver) ResolveID(ctx context.Context, id uuid.UUID) (*tenancy.Tenant, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t := *f.tn
+	if f.flipped {
+		t.Status = tenancy.StatusSuspended
+	}
+	return &t, nil
+}
+
+func (f *flipResolver) Invalidate(uuid.UUID) {
+	f.mu.Lock()
+	f.flipped = true
+	f.mu.Unlock()
+}
+
+// TestMovedAwayAndNotServable: a transaction refused at a placement the
+// tenant has left, whose tenant the catalog no longer serves, ends with the
+// catalog's reason (suspended), not a panic.
+func TestMovedAwayAndNotServable(t *testing.T) {
+	t.Parallel()
+	b := tenanttest.Setup(t, nil)
+	tn := b.CreateTenant(t, tenancy.ModelSchema, b.ServerNames[0])
+	ctx := context.Background()
+	admin := b.AdminConn(t, tn)
+	err := pgx.BeginFunc(ctx, admin, func(tx pgx.Tx) error {
+		if err := dataplane.EnsureFence(ctx, tx); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO tenancy.moved (tenant, schema, placement, move_id) VALUES ($1, $2, 'pg9/elsewhere/tenant', 1)`,
+			tn.ID, tn.Placement.Schema)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := b.Platform.Catalog.TenantKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := router.New(router.Config{Resolver: &flipResolver{tn: tn}, Servers: b.Platform.Catalog, Key: key, AppRole: b.AppRole})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	err = r.Tx(tenanttest.Ctx(tn), func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `SELECT 1`)
+		return err
+	})
+	tenanttest.WantCode(t, "a transaction of a tenant moved away and suspended", err, tenancy.CodeSuspended)
 }
