@@ -76,8 +76,9 @@ type Config struct {
 	// platform's own for the verbs they name, and answered 200 with what they
 	// return. The platform performs suspend, resume, delete, restore, purge,
 	// change-tier and move, each recording its control-plane event; its move
-	// runs in the background, answered 202 with an OpResource to poll. A verb
-	// without an operation is answered 501 Not Implemented.
+	// and purge run in the background once the request is checked, answered
+	// 202 with an OpResource to poll. A verb without an operation is answered
+	// 501 Not Implemented.
 	Operations map[string]Operation
 	// Requests, when set, reports a tenant's HTTP requests and 429s (see
 	// Usage); serve counts them.
@@ -110,7 +111,7 @@ func New(cfg Config) (*API, error) {
 	}
 	a := &API{cfg: cfg, tokenHash: sha256.Sum256([]byte(cfg.Token)), mux: http.NewServeMux(), logger: cfg.Logger}
 	ops := defaultOperations(cfg.Platform)
-	a.background = map[string]background{OpMove: moveOperation(cfg.Platform)}
+	a.background = map[string]background{OpMove: moveOperation(cfg.Platform), OpPurge: purgeOperation(cfg.Platform)}
 	for verb, op := range cfg.Operations {
 		ops[verb] = op
 		delete(a.background, verb)

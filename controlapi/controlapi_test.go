@@ -365,18 +365,7 @@ func TestControlAPIMove(t *testing.T) {
 	if a := b.last(); a.Name != "tenant.move" || a.Tenant != tn.Slug || a.Outcome != "ok" {
 		t.Errorf("recorded %+v", a)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for op.State == controlapi.OpRunning && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-		code, out, _ = b.do(t, token, "GET", "/v1/operations/"+op.ID, nil)
-		if code != 200 {
-			t.Fatalf("poll: %d %s", code, out)
-		}
-		op = controlapi.OpResource{}
-		if err := json.Unmarshal(out, &op); err != nil {
-			t.Fatal(err)
-		}
-	}
+	op, out = b.await(t, op)
 	if op.State != controlapi.OpSucceeded || op.FinishedAt.IsZero() || op.Step != "done" ||
 		!strings.Contains(string(out), `"to_model":"schema"`) {
 		t.Fatalf("operation: %s", out)
@@ -410,14 +399,7 @@ func TestControlAPIMoveResumes(t *testing.T) {
 	if err := json.Unmarshal(out, &op); code != 202 || err != nil {
 		t.Fatalf("move of a tenant with an unfinished move: %d %s", code, out)
 	}
-	for deadline := time.Now().Add(30 * time.Second); op.State == controlapi.OpRunning && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-		_, out, _ = b.do(t, token, "GET", "/v1/operations/"+op.ID, nil)
-		op = controlapi.OpResource{}
-		if err := json.Unmarshal(out, &op); err != nil {
-			t.Fatal(err)
-		}
-	}
+	op, out = b.await(t, op)
 	if op.State != controlapi.OpSucceeded {
 		t.Fatalf("operation: %s", out)
 	}
@@ -428,4 +410,84 @@ func TestControlAPIMoveResumes(t *testing.T) {
 	if now, err := b.Platform.Catalog.Tenant(ctx, tn.ID); err != nil || now.Model != tenancy.ModelSchema || now.Status != tenancy.StatusActive {
 		t.Errorf("after the move: %+v %v", now, err)
 	}
+}
+
+// await polls the operation until it is no longer running (at most 30 s) and
+// returns it, with the body of the last poll.
+func (b *testBundle) await(t *testing.T, op controlapi.OpResource) (controlapi.OpResource, []byte) {
+	t.Helper()
+	var out []byte
+	for deadline := time.Now().Add(30 * time.Second); op.State == controlapi.OpRunning && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		var code int
+		code, out, _ = b.do(t, token, "GET", "/v1/operations/"+op.ID, nil)
+		if code != 200 {
+			t.Fatalf("poll: %d %s", code, out)
+		}
+		op = controlapi.OpResource{}
+		if err := json.Unmarshal(out, &op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return op, out
+}
+
+// TestControlAPIPurge: a purge is checked before it is answered — refused at
+// once, changing nothing, without the confirmation, for a tenant not deleted
+// or still retained — and then runs in the background, an operation to poll
+// whose result is the tenant's tombstone.
+func TestControlAPIPurge(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	tn := b.Tenants[2] // database
+	if tn.Model != tenancy.ModelDatabase {
+		t.Fatalf("tenant %s is %s", tn.Slug, tn.Model)
+	}
+	post := func(body any) (int, []byte, httpx.Problem) {
+		return b.do(t, token, "POST", "/v1/tenants/"+tn.Slug+"/purge", body)
+	}
+	confirm := map[string]string{"confirm": tn.Slug}
+	refused := func(what string, body any, code int, field, says string) {
+		t.Helper()
+		before, err := b.Platform.Catalog.Tenant(ctx, tn.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, out, p := post(body)
+		if got != code || p.Field != field || !strings.Contains(p.Detail, says) {
+			t.Errorf("%s: %d %s, want %d naming %q and saying %q", what, got, out, code, field, says)
+		}
+		if after, err := b.Platform.Catalog.Tenant(ctx, tn.ID); err != nil || after.Version != before.Version || after.Status != before.Status {
+			t.Errorf("%s changed the tenant: %+v %v", what, after, err)
+		}
+	}
+	refused("an active tenant", confirm, 409, "", "delete it first")
+	if code, out, _ := b.do(t, token, "POST", "/v1/tenants/"+tn.Slug+"/delete", nil); code != 200 {
+		t.Fatalf("delete: %d %s", code, out)
+	}
+	refused("no confirmation", nil, 400, "confirm", "confirm with its slug")
+	refused("another slug as confirmation", map[string]string{"confirm": b.Tenants[0].Slug}, 400, "confirm", "confirm with its slug")
+	refused("a retained tenant", confirm, 409, "", "retained for")
+	if _, err := b.Platform.Catalog.Pool().Exec(ctx, `UPDATE catalog.tenants SET deleted_at = deleted_at - interval '31 days' WHERE id = $1`, tn.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	code, out, _ := post(confirm)
+	var op controlapi.OpResource
+	if err := json.Unmarshal(out, &op); code != 202 || err != nil || op.Kind != controlapi.OpPurge || op.Tenant != tn.Slug {
+		t.Fatalf("purge: %d %s", code, out)
+	}
+	op, out = b.await(t, op)
+	if op.State != controlapi.OpSucceeded || op.Step != "done" || !strings.Contains(string(out), `"status":"purged"`) {
+		t.Fatalf("operation: %s", out)
+	}
+	if now, err := b.Platform.Catalog.Tenant(ctx, tn.ID); err != nil || now.Status != tenancy.StatusPurged {
+		t.Errorf("after the purge: %+v %v", now, err)
+	}
+	var exists bool
+	if err := b.Platform.Catalog.Pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, tn.Placement.Database).Scan(&exists); err != nil || exists {
+		t.Errorf("the tenant's database is still there (%v)", err)
+	}
+	refused("a purged tenant", confirm, 409, "", "already purged")
 }

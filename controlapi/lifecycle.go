@@ -29,15 +29,6 @@ func defaultOperations(p *platform.Platform) map[string]Operation {
 		OpResume:  simple(p.ResumeTenant),
 		OpDelete:  simple(p.DeleteTenant),
 		OpRestore: simple(p.RestoreTenant),
-		OpPurge: func(ctx context.Context, t *tenancy.Tenant, body json.RawMessage) (any, error) {
-			var in struct {
-				Confirm string `json:"confirm"`
-			}
-			if err := decodeOpBody(body, &in); err != nil {
-				return nil, err
-			}
-			return p.PurgeTenant(ctx, t.Slug, &provision.PurgeOpts{Confirm: in.Confirm})
-		},
 		OpChangeTier: func(ctx context.Context, t *tenancy.Tenant, body json.RawMessage) (any, error) {
 			var in struct {
 				Tier string `json:"tier"`
@@ -104,6 +95,35 @@ func moveOperation(p *platform.Platform) background {
 		return func(ctx context.Context, report progress) (any, error) {
 			return p.Mover.Move(ctx, t.Slug, &move.Opts{To: model, Server: in.Server, KeepSource: in.KeepSource,
 				Progress: func(pr move.Progress) { report(pr.Step, pr.Rows) }})
+		}, nil
+	}
+}
+
+// purgeOperation checks a purge before answering (the confirmation, the
+// tenant deleted and its retention passed), so that a refused purge is
+// answered at once and changes nothing; the purge itself — dropping a
+// database or a schema, or deleting a shared tenant's rows, which takes as
+// long as the tenant is large — runs in the background. A purge interrupted
+// half-way is finished by posting it again.
+func purgeOperation(p *platform.Platform) background {
+	return func(ctx context.Context, t *tenancy.Tenant, body json.RawMessage) (func(context.Context, progress) (any, error), error) {
+		var in struct {
+			Confirm string `json:"confirm"`
+		}
+		if err := decodeOpBody(body, &in); err != nil {
+			return nil, err
+		}
+		opts := &provision.PurgeOpts{Confirm: in.Confirm}
+		if err := p.Provisioner.CheckPurge(ctx, t.Slug, opts); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context, report progress) (any, error) {
+			report("purging", 0)
+			purged, err := p.PurgeTenant(ctx, t.Slug, opts)
+			if err == nil {
+				report("done", 0)
+			}
+			return purged, err
 		}, nil
 	}
 }

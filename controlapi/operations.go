@@ -22,14 +22,16 @@ const (
 	OpFailed    = "failed"
 )
 
-// OpResource is a long operation (a move) that the API runs in the
-// background: POST /v1/tenants/{slug}/move answers 202 with it, and clients
-// poll GET /v1/operations/{id} until its state is no longer "running".
+// OpResource is a long operation (a move or a purge) that the API runs in the
+// background: POST /v1/tenants/{slug}/move (or …/purge) answers 202 with it,
+// and clients poll GET /v1/operations/{id} until its state is no longer
+// "running".
 //
 // The resource lives in the memory of the process that runs the operation;
 // the operation's durable record is the catalog's (a move's state machine in
-// catalog.moves), which survives the process: an interrupted move is
-// finished or rolled back by posting it again.
+// catalog.moves, a purge's steps in catalog.operations), which survives the
+// process: an interrupted move is finished or rolled back, an interrupted
+// purge finished, by posting it again.
 type OpResource struct {
 	ID     string `json:"id"`
 	Kind   string `json:"kind"`   // the verb, for example "move"
@@ -42,7 +44,8 @@ type OpResource struct {
 	Rows int64 `json:"rows"`
 	// Error is the failure, as the problem the API would have answered.
 	Error *httpx.Problem `json:"error,omitempty"`
-	// Result is the operation's result once it succeeded (a move.Result).
+	// Result is the operation's result once it succeeded: a move.Result, or
+	// the purged tenant's tombstone.
 	Result     any       `json:"result,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`

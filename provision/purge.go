@@ -34,21 +34,11 @@ type PurgeOpts struct {
 // retention has not passed (the error says when it will have). A purge that
 // stopped half-way is continued by calling Purge (or Continue) again.
 func (p *Provisioner) Purge(ctx context.Context, slug string, opts *PurgeOpts) (*tenancy.Tenant, error) {
-	if err := tenancy.ValidateSlug(slug); err != nil {
-		return nil, err
-	}
-	if opts == nil || opts.Confirm != slug {
-		return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "confirm", "purging tenant %q destroys its data for good: confirm with its slug", slug)
-	}
-	t, err := p.cfg.Catalog.TenantBySlug(ctx, slug)
+	t, unfinished, err := p.purgeRequest(ctx, slug, opts)
 	if err != nil {
 		return nil, err
 	}
-	open, err := p.cfg.Catalog.OpenOperation(ctx, t.ID)
-	if err != nil {
-		return nil, err
-	}
-	if open != nil && open.Kind == catalog.OpPurge {
+	if unfinished {
 		return p.Continue(ctx, slug)
 	}
 	unlock, err := p.cfg.Catalog.LockTenant(ctx, t.ID, t.Slug)
@@ -76,6 +66,39 @@ func (p *Provisioner) Purge(ctx context.Context, slug string, opts *PurgeOpts) (
 		return nil, err
 	}
 	return p.purge(ctx, server, t, op)
+}
+
+// CheckPurge returns the error that Purge would refuse slug and opts with
+// before it changes anything — a malformed slug, no confirmation, an unknown
+// tenant, one that is not deleted or is still retained — or nil when Purge
+// would start (or finish a purge left unfinished). It changes nothing. The
+// control API checks a purge with it before running it in the background.
+func (p *Provisioner) CheckPurge(ctx context.Context, slug string, opts *PurgeOpts) error {
+	t, unfinished, err := p.purgeRequest(ctx, slug, opts)
+	if err != nil || unfinished {
+		return err
+	}
+	return p.cfg.Catalog.Tx(ctx, func(tx pgx.Tx) error { return p.purgeable(ctx, tx, t) })
+}
+
+// purgeRequest checks the arguments of a purge and returns the tenant, and
+// whether a purge of it was left unfinished.
+func (p *Provisioner) purgeRequest(ctx context.Context, slug string, opts *PurgeOpts) (*tenancy.Tenant, bool, error) {
+	if err := tenancy.ValidateSlug(slug); err != nil {
+		return nil, false, err
+	}
+	if opts == nil || opts.Confirm != slug {
+		return nil, false, tenancy.FieldErrorf(tenancy.CodeInvalid, "confirm", "purging tenant %q destroys its data for good: confirm with its slug", slug)
+	}
+	t, err := p.cfg.Catalog.TenantBySlug(ctx, slug)
+	if err != nil {
+		return nil, false, err
+	}
+	open, err := p.cfg.Catalog.OpenOperation(ctx, t.ID)
+	if err != nil {
+		return nil, false, err
+	}
+	return t, open != nil && open.Kind == catalog.OpPurge, nil
 }
 
 // purgeable fails unless t is deleted and its retention has passed, by the
