@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -108,7 +109,11 @@ func (m *Main) serve(ctx context.Context, p *platform.Platform, acc *accounts.Ac
 	}
 	base := "http://" + ln.Addr().String()
 	if demo {
-		m.printDemoHelp(base, sf.operatorToken)
+		acme, err := p.Catalog.TenantBySlug(ctx, "acme")
+		if err != nil {
+			return err
+		}
+		m.printDemoHelp(base, sf.operatorToken, acme.Model)
 	} else {
 		fmt.Fprintf(m.Stdout, "tenancy is serving on %s (app /, control API /control/v1, dashboard /admin/)\n", base)
 	}
@@ -121,21 +126,30 @@ func (m *Main) serve(ctx context.Context, p *platform.Platform, acc *accounts.Ac
 }
 
 // printDemoHelp prints the URLs and curl lines that work as printed; the
-// tests run them.
-func (m *Main) printDemoHelp(base, opToken string) {
+// tests run them. The lines move acme, whose model is acmeModel now, to the
+// next model (shared → schema → database → shared): the demo keeps its data
+// from one run to the next.
+func (m *Main) printDemoHelp(base, opToken string, acmeModel tenancy.Model) {
 	curl := "curl -sS --fail-with-body"
 	suffix := demoSuffix()
 	auth := `-H "Authorization: Bearer $TOKEN"`
+	op := `-H "Authorization: Bearer ` + opToken + `"`
 	json := `-H 'Content-Type: application/json'`
+	next := tenancy.Models[(slices.Index(tenancy.Models, acmeModel)+1)%len(tenancy.Models)]
 	lines := []string{
 		fmt.Sprintf(`TOKEN=$(%s %s -d '{"email":"%s","password":"%s"}' %s/login | sed -E 's/.*"token":"([^"]+)".*/\1/')`,
 			curl, json, demoEmail, demoPassword, base),
 		fmt.Sprintf(`%s %s %s/t/acme/contacts`, curl, auth, base),
-		fmt.Sprintf(`%s %s %s -d '{"name":"Marie Curie","email":"marie.%s@globex.example"}' %s/t/globex/contacts`, curl, auth, json, suffix, base),
+		fmt.Sprintf(`for t in acme globex initech; do %s %s %s -d '{"name":"Marie Curie","email":"marie.%s@'$t'.example"}' %s/t/$t/contacts; echo; done`,
+			curl, auth, json, suffix, base),
 		fmt.Sprintf(`%s %s '%s/t/initech/deals?stage=qualified'`, curl, auth, base),
 		fmt.Sprintf(`printf 'name,email\nAnn Lee,ann.%s@acme.example\n' | %s %s --data-binary @- %s/t/acme/contacts/import`, suffix, curl, auth, base),
 		fmt.Sprintf(`%s %s '%s/t/globex/audit?table=contacts'`, curl, auth, base),
-		fmt.Sprintf(`%s -H "Authorization: Bearer %s" %s/control/v1/tenants`, curl, opToken, base),
+		fmt.Sprintf(`%s %s %s/control/v1/tenants`, curl, op, base),
+		fmt.Sprintf(`OP=$(%s %s %s -d '{"model":"%s"}' %s/control/v1/tenants/acme/move | sed -E 's/.*"id":"([^"]+)".*/\1/')   # acme moves, online, from %s to %s`,
+			curl, op, json, next, base, acmeModel, next),
+		fmt.Sprintf(`sleep 2; %s %s %s/control/v1/operations/$OP   # the move's progress; acme answers all along`, curl, op, base),
+		fmt.Sprintf(`%s %s %s/t/acme/contacts`, curl, auth, base),
 	}
 	fmt.Fprintf(m.Stdout, `
 tenancy demo is serving on %[1]s (loopback only)
