@@ -118,6 +118,12 @@ Usage:
   tenancy audit verify --control [--json]
                                        the control plane's log: tenants created, suspended, deleted, purged,
                                        migrations run…, with the operator ($TENANCY_OPERATOR, else the OS user)
+  tenancy operators add|rotate NAME [--json]
+                                       a named operator of the control API and its token, shown once (rotate:
+                                       a new token, the old one stops working); its actions are recorded as
+                                       operator:NAME
+  tenancy operators revoke NAME [--json]   its token stops working at once
+  tenancy operators list [--json]
 
 Common flags:
   --database-url URL   the catalog database (default: $TENANCY_DATABASE_URL, else the embedded PostgreSQL)
@@ -175,6 +181,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.runMigrate(ctx, args[1:])
 	case "audit":
 		return m.runAudit(ctx, args[1:])
+	case "operators":
+		return m.runOperators(ctx, args[1:])
 	}
 	fmt.Fprintf(m.Stderr, "tenancy: unknown command %q\n\n%s", args[0], usage)
 	return errUsage

@@ -135,3 +135,48 @@ func TestTenantLifecycleCommands(t *testing.T) {
 		t.Errorf("--kind without --control: exit %d %s", r.code, r.err)
 	}
 }
+
+// TestOperatorsCommands: operators add prints the token once; list shows
+// the operator without it; revoke is in the control-plane log by who ran it;
+// bad input exits 2.
+func TestOperatorsCommands(t *testing.T) {
+	t.Parallel()
+	s := pgtest.DefaultServer(t)
+	env := map[string]string{"TENANCY_DATABASE_URL": s.URL(s.NewDatabase(t, "")), "TENANCY_OPERATOR": "root"}
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"operators"}, 2},
+		{[]string{"operators", "add"}, 2},
+		{[]string{"operators", "add", "Bad Name"}, 2},
+		{[]string{"operators", "add", "token"}, 2},
+		{[]string{"operators", "list", "extra"}, 2},
+		{[]string{"operators", "promote", "alice"}, 2},
+		{[]string{"operators", "revoke", "nobody"}, 3},
+	} {
+		if r := run(t, env, c.args...); r.code != c.code {
+			t.Errorf("%v: exit %d (%s), want %d", c.args, r.code, r.err, c.code)
+		}
+	}
+	r := run(t, env, "operators", "add", "alice", "--json")
+	var added struct {
+		Name, Prefix, Token string
+	}
+	if err := json.Unmarshal([]byte(r.out), &added); r.code != 0 || err != nil || added.Name != "alice" || !strings.HasPrefix(added.Token, "opk_"+added.Prefix+"_") {
+		t.Fatalf("operators add: %d %s %s", r.code, r.out, r.err)
+	}
+	if r := run(t, env, "operators", "add", "alice"); r.code != 4 {
+		t.Errorf("add twice: exit %d, want 4 (conflict)", r.code)
+	}
+	if r := run(t, env, "operators", "list"); r.code != 0 || !strings.Contains(r.out, "alice") || strings.Contains(r.out, added.Token) {
+		t.Errorf("operators list: %d %s", r.code, r.out)
+	}
+	if r := run(t, env, "operators", "revoke", "alice"); r.code != 0 {
+		t.Fatalf("operators revoke: %d %s", r.code, r.err)
+	}
+	r = run(t, env, "audit", "list", "--control", "--kind", "operator_revoked", "--json")
+	if r.code != 0 || !strings.Contains(r.out, `"operator": "operator:root"`) {
+		t.Errorf("the revocation in the control-plane log: %d %s", r.code, r.out)
+	}
+}

@@ -31,7 +31,8 @@ func OpenAPI() []byte { return openAPI }
 // Action is one control action, as Config.Record receives it.
 type Action struct {
 	At time.Time `json:"at"`
-	// Actor is the operator: "operator:token" with the one token of today.
+	// Actor is the operator: "operator:NAME" for a named operator's token
+	// (catalog.AddOperator), "operator:token" for the shared Config.Token.
 	Actor string `json:"actor"`
 	// Name says what was done, for example "tenant.create" or "tenant.audit.list".
 	Name string `json:"name"`
@@ -167,13 +168,14 @@ func (a *API) action(name string, h handler) http.HandlerFunc {
 		ctx = context.WithValue(ctx, actionKey{}, act)
 		r = r.WithContext(ctx)
 
-		status, body, err := 0, any(nil), a.authenticate(r)
+		status, body := 0, any(nil)
+		actor, err := a.authenticate(r)
 		if err == nil {
 			err = textQuery(r.URL.Query())
 		}
 		if err == nil {
-			act.Actor = "operator:token"
-			r = r.WithContext(tenancy.WithActor(ctx, tenancy.Actor{Kind: "operator", ID: "token"}))
+			act.Actor = actor.String()
+			r = r.WithContext(tenancy.WithActor(ctx, actor))
 			status, body, err = h(w, r)
 		}
 		act.Outcome = "ok"
@@ -212,15 +214,25 @@ func textQuery(q url.Values) error {
 	return nil
 }
 
-// authenticate checks the operator token in constant time (of equal-length
-// hashes, so the token's length does not leak either).
-func (a *API) authenticate(r *http.Request) error {
+// authenticate returns the operator that the request's token names: a named
+// operator's token (opk_…, looked up in the catalog), or the shared operator
+// token, compared in constant time (of equal-length hashes, so the token's
+// length does not leak either). The shared token needs no catalog, so it
+// works while the catalog is down.
+func (a *API) authenticate(r *http.Request) (tenancy.Actor, error) {
 	tok := accounts.BearerToken(r.Header.Get("Authorization"))
+	if catalog.IsOperatorToken(tok) {
+		o, err := a.cfg.Platform.Catalog.OperatorByToken(r.Context(), tok)
+		if err != nil {
+			return tenancy.Actor{}, err
+		}
+		return tenancy.Actor{Kind: "operator", ID: o.Name}, nil
+	}
 	got := sha256.Sum256([]byte(tok))
 	if tok == "" || subtle.ConstantTimeCompare(got[:], a.tokenHash[:]) != 1 {
-		return tenancy.Errorf(tenancy.CodeUnauthorized, "the control API needs the operator token: Authorization: Bearer <token>")
+		return tenancy.Actor{}, tenancy.Errorf(tenancy.CodeUnauthorized, "the control API needs an operator token: Authorization: Bearer <token>")
 	}
-	return nil
+	return tenancy.Actor{Kind: "operator", ID: catalog.SharedOperator}, nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/catalog"
 	"github.com/tenancyhq/tenancy/controlapi"
 	"github.com/tenancyhq/tenancy/httpx"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
@@ -490,4 +491,45 @@ func TestControlAPIPurge(t *testing.T) {
 		t.Errorf("the tenant's database is still there (%v)", err)
 	}
 	refused("a purged tenant", confirm, 409, "", "already purged")
+}
+
+// TestNamedOperators: a named operator's token opens the API, and its actions
+// and changes are recorded under its name; once revoked it is refused at
+// once; GET /v1/operators lists operators without their tokens.
+func TestNamedOperators(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	tn := b.Tenants[0]
+	_, alice, err := b.Platform.Catalog.AddOperator(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := b.do(t, alice, "POST", "/v1/tenants/"+tn.Slug+"/suspend", nil); code != 200 {
+		t.Fatalf("suspend as alice: %d %s", code, out)
+	}
+	if a := b.last(); a.Actor != "operator:alice" || a.Outcome != "ok" {
+		t.Errorf("recorded %+v", a)
+	}
+	events, _, err := b.Platform.Catalog.Events(ctx, &catalog.EventOpts{TenantID: tn.ID, Kind: catalog.EventSuspended})
+	if err != nil || len(events) != 1 || events[0].Operator != "operator:alice" {
+		t.Errorf("the suspension in the control-plane log: %+v %v", events, err)
+	}
+
+	code, out, _ := b.do(t, token, "GET", "/v1/operators", nil)
+	if code != 200 || !strings.Contains(string(out), `"name":"alice"`) || strings.Contains(string(out), alice[len(alice)-26:]) || strings.Contains(string(out), "hash") {
+		t.Errorf("list operators: %d %s", code, out)
+	}
+
+	if _, err := b.Platform.Catalog.RevokeOperator(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []string{alice, "opk_nobody_x", "opk_"} {
+		if code, _, p := b.do(t, tok, "GET", "/v1/tenants", nil); code != 401 || p.Code != tenancy.CodeUnauthorized {
+			t.Errorf("token %q: %d %+v, want 401", tok, code, p)
+		}
+		if a := b.last(); a.Actor != "" || a.Outcome != "unauthorized" {
+			t.Errorf("recorded %+v", a)
+		}
+	}
 }

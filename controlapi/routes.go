@@ -38,6 +38,7 @@ func (a *API) routes() {
 	a.mux.HandleFunc("GET /v1/operations/{id}", a.action("operation.show", a.showOperation))
 	a.mux.HandleFunc("GET /v1/servers", a.action("server.list", a.listServers))
 	a.mux.HandleFunc("GET /v1/plans", a.action("plan.list", a.listPlans))
+	a.mux.HandleFunc("GET /v1/operators", a.action("operator.list", a.listOperators))
 	a.mux.HandleFunc("GET /v1/events", a.action("event.list", a.listEvents))
 	a.mux.HandleFunc("GET /v1/events/verify", a.action("event.verify", a.verifyEvents))
 	a.mux.HandleFunc("GET /v1/migrations", a.action("migration.status", a.migrationStatus))
@@ -267,6 +268,17 @@ func (a *API) listServers(w http.ResponseWriter, r *http.Request) (int, any, err
 		return 0, nil, err
 	}
 	return http.StatusOK, map[string]any{"items": ss}, nil
+}
+
+func (a *API) listOperators(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	ops, err := a.cfg.Platform.Catalog.Operators(r.Context())
+	if err != nil {
+		return 0, nil, err
+	}
+	if ops == nil {
+		ops = []*catalog.Operator{}
+	}
+	return http.StatusOK, map[string]any{"items": ops}, nil
 }
 
 func (a *API) listPlans(w http.ResponseWriter, r *http.Request) (int, any, error) {
