@@ -127,7 +127,7 @@ func New(cfg Config) (*API, error) {
 				slog.String("tenant", act.Tenant), slog.String("outcome", act.Outcome), slog.String("request_id", act.RequestID))
 		}
 	}
-	a.ops = newOperations(a.logger)
+	a.ops = newOperations(a.logger, cfg.Platform.Catalog)
 	a.ops.failed = a.recordFailure
 	a.routes()
 	return a, nil

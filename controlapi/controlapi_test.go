@@ -533,3 +533,65 @@ func TestNamedOperators(t *testing.T) {
 		}
 	}
 }
+
+// TestOperationsAcrossNodes: an operation started on one node is answered
+// by another, while it runs and after it ended, also once the node that ran
+// it is gone; one whose node stopped saving it shows failed, saying it was
+// interrupted.
+func TestOperationsAcrossNodes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	other := func() *testBundle {
+		api, err := controlapi.New(controlapi.Config{Platform: b.Platform, Token: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := &testBundle{Bundle: b.Bundle, srv: httptest.NewServer(api)}
+		t.Cleanup(o.srv.Close)
+		t.Cleanup(func() { _ = api.Close(context.Background()) })
+		return o
+	}
+	second := other()
+	tn := b.Tenants[0] // shared
+	code, out, _ := b.do(t, token, "POST", "/v1/tenants/"+tn.Slug+"/move", map[string]string{"model": "schema"})
+	var op controlapi.OpResource
+	if err := json.Unmarshal(out, &op); code != 202 || err != nil {
+		t.Fatalf("move: %d %s", code, out)
+	}
+	// Polled on the second node, which never ran it.
+	op, out = second.await(t, op)
+	if op.State != controlapi.OpSucceeded || op.Step != "done" || !strings.Contains(string(out), `"to_model":"schema"`) {
+		t.Fatalf("the move, seen from another node: %s", out)
+	}
+	// A node started afterwards lists it and shows it.
+	third := other()
+	if code, out, _ := third.do(t, token, "GET", "/v1/operations", nil); code != 200 || !strings.Contains(string(out), op.ID) {
+		t.Errorf("list on a new node: %d %s", code, out)
+	}
+	if code, out, _ := third.do(t, token, "GET", "/v1/operations/"+op.ID, nil); code != 200 || !strings.Contains(string(out), `"state":"succeeded"`) {
+		t.Errorf("show on a new node: %d %s", code, out)
+	}
+
+	// An operation saved as running by a process that then stopped saving it.
+	lost := &catalog.APIOperation{ID: "op-lost", Node: "gone/1/x", Running: true,
+		Doc: json.RawMessage(`{"id":"op-lost","kind":"move","tenant":"` + tn.Slug + `","state":"running","step":"copied","rows":0}`)}
+	if err := b.Platform.Catalog.SaveAPIOperation(ctx, lost); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := third.do(t, token, "GET", "/v1/operations/op-lost", nil); code != 200 || !strings.Contains(string(out), `"state":"running"`) {
+		t.Errorf("a running operation saved just now: %d %s", code, out)
+	}
+	if _, err := b.Platform.Catalog.Pool().Exec(ctx, `UPDATE catalog.api_operations SET heartbeat_at = now() - interval '1 minute' WHERE id = 'op-lost'`); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = third.do(t, token, "GET", "/v1/operations/op-lost", nil)
+	var got controlapi.OpResource
+	if err := json.Unmarshal(out, &got); code != 200 || err != nil || got.State != controlapi.OpFailed || got.Error == nil ||
+		got.Error.Code != tenancy.CodeUnavailable || !strings.Contains(got.Error.Detail, "interrupted") {
+		t.Errorf("an operation whose process is gone: %d %s", code, out)
+	}
+	if code, _, _ := third.do(t, token, "GET", "/v1/operations/op-nothing", nil); code != 404 {
+		t.Errorf("an unknown operation: %d, want 404", code)
+	}
+}

@@ -4,14 +4,18 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/catalog"
 	"github.com/tenancyhq/tenancy/httpx"
 )
 
@@ -27,11 +31,14 @@ const (
 // and clients poll GET /v1/operations/{id} until its state is no longer
 // "running".
 //
-// The resource lives in the memory of the process that runs the operation;
-// the operation's durable record is the catalog's (a move's state machine in
-// catalog.moves, a purge's steps in catalog.operations), which survives the
-// process: an interrupted move is finished or rolled back, an interrupted
-// purge finished, by posting it again.
+// The resource is saved in the catalog (catalog.APIOperation) when the
+// operation starts, at each new step, every few seconds while it runs, and
+// when it ends, so every node of the installation answers for it, also after
+// the node that ran it is gone; one whose node stopped saving it for 30 s
+// shows failed, interrupted. The operation's own durable record is the
+// catalog's too (a move's state machine in catalog.moves, a purge's steps in
+// catalog.operations): an interrupted move is finished or rolled back, an
+// interrupted purge finished, by posting it again.
 type OpResource struct {
 	ID     string `json:"id"`
 	Kind   string `json:"kind"`   // the verb, for example "move"
@@ -60,8 +67,27 @@ const (
 	maxKept    = 200
 )
 
+// Operations are saved in the catalog (see opStore) when they start, when
+// they report a new step, every heartbeatEvery while they run, and when they
+// end. One saved as running that has not been saved for staleAfter was
+// interrupted with its node.
+const (
+	heartbeatEvery = 5 * time.Second
+	staleAfter     = 30 * time.Second
+)
+
+// opStore keeps operation resources where every node of the installation
+// can read them: the catalog (*catalog.Catalog).
+type opStore interface {
+	SaveAPIOperation(ctx context.Context, op *catalog.APIOperation) error
+	APIOperationByID(ctx context.Context, id string) (*catalog.APIOperation, error)
+	APIOperations(ctx context.Context, limit int) ([]*catalog.APIOperation, error)
+}
+
 // operations runs long operations in the background and keeps their
-// resources for polling.
+// resources for polling: in memory, and in the store when there is one, so
+// that any node answers for any operation, also after the node that ran it
+// is gone.
 type operations struct {
 	ctx    context.Context // cancelled by close
 	cancel context.CancelFunc
@@ -70,6 +96,9 @@ type operations struct {
 	// failed, when set, records an operation that failed in the background
 	// (the control-plane log), with the values of the request that started it.
 	failed func(ctx context.Context, kind, slug string, err error)
+	store  opStore       // nil: this process's memory only
+	node   string        // this process, in the store
+	beat   time.Duration // heartbeatEvery, shorter in tests
 
 	mu      sync.Mutex
 	byID    map[string]*OpResource
@@ -77,9 +106,13 @@ type operations struct {
 	running int
 }
 
-func newOperations(logger *slog.Logger) *operations {
+func newOperations(logger *slog.Logger, store opStore) *operations {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &operations{ctx: ctx, cancel: cancel, logger: logger, byID: map[string]*OpResource{}}
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	node := fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	return &operations{ctx: ctx, cancel: cancel, logger: logger, store: store, node: node, beat: heartbeatEvery, byID: map[string]*OpResource{}}
 }
 
 // progress is how a running operation reports its advance.
@@ -111,8 +144,22 @@ func (o *operations) start(ctx context.Context, kind, slug string, fn func(conte
 	o.wg.Add(1)
 	o.mu.Unlock()
 
+	// Saved before it runs: a node that answers 202 has made the operation
+	// visible to every node.
+	if err := o.save(ctx, op); err != nil {
+		o.mu.Lock()
+		o.running--
+		delete(o.byID, op.ID)
+		o.order = slices.DeleteFunc(o.order, func(id string) bool { return id == op.ID })
+		o.mu.Unlock()
+		o.wg.Done()
+		return OpResource{}, err
+	}
 	octx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(o.ctx, cancel)
+	stepped := make(chan struct{}, 1)
+	ended := make(chan struct{})
+	beating := o.heartbeat(octx, op, stepped, ended)
 	go func() {
 		defer o.wg.Done()
 		defer cancel()
@@ -120,6 +167,12 @@ func (o *operations) start(ctx context.Context, kind, slug string, fn func(conte
 		out, err := fn(octx, func(step string, rows int64) {
 			o.mu.Lock()
 			defer o.mu.Unlock()
+			if step != op.Step {
+				select {
+				case stepped <- struct{}{}:
+				default:
+				}
+			}
 			op.Step, op.Rows, op.UpdatedAt = step, rows, time.Now().UTC()
 		})
 		if err != nil && o.failed != nil {
@@ -128,7 +181,6 @@ func (o *operations) start(ctx context.Context, kind, slug string, fn func(conte
 			rcancel()
 		}
 		o.mu.Lock()
-		defer o.mu.Unlock()
 		o.running--
 		op.UpdatedAt = time.Now().UTC()
 		op.FinishedAt = op.UpdatedAt
@@ -138,11 +190,78 @@ func (o *operations) start(ctx context.Context, kind, slug string, fn func(conte
 			op.Error = &p
 			o.logger.LogAttrs(octx, slog.LevelWarn, "operation failed", slog.String("operation", op.ID),
 				slog.String("kind", kind), slog.String("tenant", slug), slog.Any("error", err))
-			return
+		} else {
+			op.State, op.Result = OpSucceeded, out
 		}
-		op.State, op.Result = OpSucceeded, out
+		o.mu.Unlock()
+		close(ended)
+		<-beating
+		sctx, scancel := context.WithTimeout(context.WithoutCancel(octx), 10*time.Second)
+		defer scancel()
+		if err := o.save(sctx, op); err != nil {
+			o.logger.LogAttrs(octx, slog.LevelError, "save the end of an operation", slog.String("operation", op.ID), slog.Any("error", err))
+		}
 	}()
 	return snap, nil
+}
+
+// heartbeat saves op while it runs: at once when it reports a new step
+// (stepped), and every o.beat. It stops when ended is closed, and
+// closes the channel it returns once it has.
+func (o *operations) heartbeat(ctx context.Context, op *OpResource, stepped, ended <-chan struct{}) <-chan struct{} {
+	done := make(chan struct{})
+	if o.store == nil {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(o.beat)
+		defer t.Stop()
+		for {
+			select {
+			case <-ended:
+				return
+			case <-stepped:
+			case <-t.C:
+			}
+			if err := o.save(ctx, op); err != nil {
+				o.logger.LogAttrs(ctx, slog.LevelWarn, "save a running operation", slog.String("operation", op.ID), slog.Any("error", err))
+			}
+		}
+	}()
+	return done
+}
+
+// save writes op, as it is now, to the store, if there is one.
+func (o *operations) save(ctx context.Context, op *OpResource) error {
+	if o.store == nil {
+		return nil
+	}
+	o.mu.Lock()
+	snap := *op
+	o.mu.Unlock()
+	doc, err := json.Marshal(snap)
+	if err != nil {
+		return fmt.Errorf("encode operation %s: %w", snap.ID, err)
+	}
+	return o.store.SaveAPIOperation(ctx, &catalog.APIOperation{ID: snap.ID, Node: o.node, Running: snap.State == OpRunning, Doc: doc})
+}
+
+// fromStore is the resource a stored operation shows: as saved, except that
+// one saved as running whose node stopped saving it is shown failed.
+func fromStore(rec *catalog.APIOperation) (OpResource, error) {
+	var op OpResource
+	if err := json.Unmarshal(rec.Doc, &op); err != nil {
+		return OpResource{}, fmt.Errorf("decode operation %s: %w", rec.ID, err)
+	}
+	if rec.Running && rec.Age > staleAfter {
+		op.State = OpFailed
+		op.Error = &httpx.Problem{Type: "about:blank", Title: http.StatusText(http.StatusServiceUnavailable), Status: http.StatusServiceUnavailable,
+			Code: tenancy.CodeUnavailable, Detail: fmt.Sprintf("the process that ran this operation (%s) stopped updating it %s ago, "+
+				"at step %q: it was interrupted; post the operation again to finish it", rec.Node, rec.Age.Round(time.Second), op.Step)}
+	}
+	return op, nil
 }
 
 // forget drops the oldest finished operations beyond maxKept. o.mu is held.
@@ -157,24 +276,59 @@ func (o *operations) forget() {
 	}
 }
 
-func (o *operations) get(id string) (OpResource, bool) {
+// get returns the operation: from this process's memory when it runs here
+// (the freshest), else from the store. CodeNotFound when there is none.
+func (o *operations) get(ctx context.Context, id string) (OpResource, error) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	op, ok := o.byID[id]
-	if !ok {
-		return OpResource{}, false
+	var snap OpResource
+	if ok {
+		snap = *op
 	}
-	return *op, true
+	o.mu.Unlock()
+	if ok {
+		return snap, nil
+	}
+	if o.store == nil {
+		return OpResource{}, tenancy.Errorf(tenancy.CodeNotFound, "no operation %q", id)
+	}
+	rec, err := o.store.APIOperationByID(ctx, id)
+	if err != nil {
+		return OpResource{}, err
+	}
+	return fromStore(rec)
 }
 
-func (o *operations) list() []OpResource {
+// list returns the newest operations first, at most maxKept: the store's,
+// with this process's running ones as they are in memory.
+func (o *operations) list(ctx context.Context) ([]OpResource, error) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
+	mine := make(map[string]OpResource, len(o.byID))
 	out := make([]OpResource, 0, len(o.order))
 	for i := len(o.order) - 1; i >= 0; i-- {
-		out = append(out, *o.byID[o.order[i]])
+		op := *o.byID[o.order[i]]
+		mine[op.ID] = op
+		out = append(out, op)
 	}
-	return out
+	o.mu.Unlock()
+	if o.store == nil {
+		return out, nil
+	}
+	recs, err := o.store.APIOperations(ctx, maxKept)
+	if err != nil {
+		return nil, err
+	}
+	out = out[:0]
+	for _, rec := range recs {
+		op, ok := mine[rec.ID]
+		if !ok {
+			if op, err = fromStore(rec); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, op)
+	}
+	return out, nil
 }
 
 // close cancels the running operations and waits for them to return, or for
@@ -212,13 +366,17 @@ func problemOf(err error) httpx.Problem {
 func (a *API) Close(ctx context.Context) error { return a.ops.close(ctx) }
 
 func (a *API) showOperation(w http.ResponseWriter, r *http.Request) (int, any, error) {
-	op, ok := a.ops.get(r.PathValue("id"))
-	if !ok {
-		return 0, nil, tenancy.Errorf(tenancy.CodeNotFound, "no operation %q in this process", r.PathValue("id"))
+	op, err := a.ops.get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return 0, nil, err
 	}
 	return http.StatusOK, op, nil
 }
 
 func (a *API) listOperations(w http.ResponseWriter, r *http.Request) (int, any, error) {
-	return http.StatusOK, map[string]any{"items": a.ops.list()}, nil
+	ops, err := a.ops.list(r.Context())
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]any{"items": ops}, nil
 }

@@ -17,7 +17,7 @@ import (
 // failed with the cancellation.
 func TestOperationsBoundedAndCancelled(t *testing.T) {
 	t.Parallel()
-	o := newOperations(slog.New(slog.DiscardHandler))
+	o := newOperations(slog.New(slog.DiscardHandler), nil)
 	ctx := tenancy.WithRequestID(context.Background(), "req-1")
 	ids := make([]string, 0, maxRunning)
 	for range maxRunning {
@@ -43,8 +43,8 @@ func TestOperationsBoundedAndCancelled(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range ids {
-		op, ok := o.get(id)
-		if !ok || op.State != OpFailed || op.Error == nil || op.Error.Status != 503 || op.FinishedAt.IsZero() {
+		op, err := o.get(ctx, id)
+		if err != nil || op.State != OpFailed || op.Error == nil || op.Error.Status != 503 || op.FinishedAt.IsZero() {
 			t.Errorf("after close: %+v", op)
 		}
 	}
@@ -58,7 +58,7 @@ func TestOperationsBoundedAndCancelled(t *testing.T) {
 // even though nobody polls it; one that succeeds is not.
 func TestOperationFailureIsRecorded(t *testing.T) {
 	t.Parallel()
-	o := newOperations(slog.New(slog.DiscardHandler))
+	o := newOperations(slog.New(slog.DiscardHandler), nil)
 	type failure struct{ kind, slug, requestID, err string }
 	got := make(chan failure, 2)
 	o.failed = func(ctx context.Context, kind, slug string, err error) {
@@ -122,5 +122,58 @@ func TestRecordFailure(t *testing.T) {
 	if events[0].TenantID != tn.ID || events[0].Operator != "operator:ops-1" || details["operation"] != "move" ||
 		details["code"] != "conflict" || details["detail"] != "the destination is taken" {
 		t.Errorf("event: %+v, details %v", events[0], details)
+	}
+}
+
+// TestOperationHeartbeat: a running operation is saved in the catalog when
+// it reports a new step and at every heartbeat, so that other nodes see its
+// progress and do not take it for interrupted; its end is saved too.
+func TestOperationHeartbeat(t *testing.T) {
+	t.Parallel()
+	b := tenanttest.Setup(t, nil)
+	cat := b.Platform.Catalog
+	o := newOperations(slog.New(slog.DiscardHandler), cat)
+	o.beat = 20 * time.Millisecond
+	ctx := context.Background()
+	release := make(chan struct{})
+	op, err := o.start(ctx, "move", "acme", func(ctx context.Context, report progress) (any, error) {
+		report("copy", 42)
+		<-release
+		return "moved", nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := func(until func(*catalog.APIOperation, OpResource) bool) (*catalog.APIOperation, OpResource) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			rec, err := cat.APIOperationByID(ctx, op.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var doc OpResource
+			if err := json.Unmarshal(rec.Doc, &doc); err != nil {
+				t.Fatal(err)
+			}
+			if until(rec, doc) {
+				return rec, doc
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the catalog has %+v %s", rec, rec.Doc)
+			}
+		}
+	}
+	first, _ := saved(func(_ *catalog.APIOperation, doc OpResource) bool { return doc.Step == "copy" && doc.Rows == 42 })
+	saved(func(rec *catalog.APIOperation, _ OpResource) bool {
+		return rec.HeartbeatAt.After(first.HeartbeatAt) && rec.Running
+	})
+	close(release)
+	saved(func(rec *catalog.APIOperation, doc OpResource) bool {
+		return !rec.Running && doc.State == OpSucceeded && doc.Result == "moved"
+	})
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := o.close(cctx); err != nil {
+		t.Fatal(err)
 	}
 }
