@@ -78,9 +78,14 @@ func TestUnreachableServerIsUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	err = r.Tx(tenanttest.Ctx(tn), func(tx pgx.Tx) error {
+	err = selectOne(r, tn)
+	tenanttest.WantCode(t, "transaction on a server that does not answer", err, tenancy.CodeUnavailable)
+}
+
+// selectOne runs one statement in a transaction of tn.
+func selectOne(r *router.Router, tn *tenancy.Tenant) error {
+	return r.Tx(tenanttest.Ctx(tn), func(tx pgx.Tx) error {
 		_, err := tx.Exec(context.Background(), "SELECT 1")
 		return err
 	})
-	tenanttest.WantCode(t, "transaction on a server that does not answer", err, tenancy.CodeUnavailable)
 }
