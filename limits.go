@@ -21,15 +21,21 @@ type Limits struct {
 	StatementTimeout time.Duration `json:"statement_timeout"`
 }
 
+// maxRate bounds RPS and Burst: ratelimit.Limit refuses more, and a plan it
+// refused would fail every request of its tenants.
+const maxRate = 1e6
+
 // Validate returns an error with code CodeInvalid when a field is negative, a
-// burst is given without a rate (or a rate without a burst), or the statement
-// timeout is not a whole number of milliseconds below 24 hours.
+// rate or a burst is above 1e6 (the most the rate limiters of package
+// ratelimit enforce), a burst is given without a rate (or a rate without a
+// burst), or the statement timeout is not a whole number of milliseconds
+// below 24 hours.
 func (l Limits) Validate() error {
 	switch {
-	case l.RPS < 0 || l.RPS != l.RPS: // NaN too
-		return Errorf(CodeInvalid, "limits: rps must be positive, got %v", l.RPS)
-	case l.Burst < 0:
-		return Errorf(CodeInvalid, "limits: burst must be positive, got %d", l.Burst)
+	case !(l.RPS >= 0 && l.RPS <= maxRate): // NaN too
+		return Errorf(CodeInvalid, "limits: rps must be positive and at most %g, got %v", maxRate, l.RPS)
+	case l.Burst < 0 || l.Burst > maxRate:
+		return Errorf(CodeInvalid, "limits: burst must be positive and at most %g, got %d", maxRate, l.Burst)
 	case (l.RPS > 0) != (l.Burst > 0):
 		return Errorf(CodeInvalid, "limits: rps and burst go together (rps %v, burst %d)", l.RPS, l.Burst)
 	case l.MaxConcurrentTx < 0:

@@ -207,8 +207,11 @@ func (c *Catalog) Limits(ctx context.Context, t *tenancy.Tenant) (tenancy.Limits
 		return tenancy.Limits{}, err
 	}
 	l := o.apply(plan.Limits)
-	if err := l.Validate(); err != nil { // only if the tables were changed by hand
-		return tenancy.Limits{}, fmt.Errorf("limits of tenant %q: %w", t.Slug, err)
+	if err := l.Validate(); err != nil {
+		// Only if the tables were changed by hand, or a plan changed under an
+		// override of part of it: the platform's fault, not the caller's, so
+		// not Validate's CodeInvalid.
+		return tenancy.Limits{}, tenancy.Errorf(tenancy.CodeInternal, "limits of tenant %q are invalid in the catalog: %w", t.Slug, err)
 	}
 	return l, nil
 }
@@ -274,7 +277,8 @@ func (c *Cache) Limits(ctx context.Context, t *tenancy.Tenant) (tenancy.Limits, 
 			c.stale.Add(1)
 			return e.limits, nil
 		}
-		if tenancy.ErrorCode(err) == tenancy.CodeInternal {
+		var te *tenancy.Error
+		if !errors.As(err, &te) { // no answer; an answer with a code stands
 			err = tenancy.Errorf(tenancy.CodeUnavailable, "the catalog cannot be reached to read the limits of tenant %q; retry later: %w", t.Slug, err)
 		}
 		return l, err

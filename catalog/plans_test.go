@@ -11,6 +11,7 @@ import (
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/catalog"
 	"github.com/tenancyhq/tenancy/internal/tenanttest"
+	"github.com/tenancyhq/tenancy/ratelimit"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -173,4 +174,27 @@ func TestCacheLimitsFollowChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "tier change", limitsAre(func(l tenancy.Limits) bool { return l.RPS == 100 && l.MaxConcurrentTx == 9 }))
+}
+
+// TestPlanLimitsAreEnforceable: a plan the catalog accepts is one the rate
+// limiter can enforce. Otherwise the limiter refuses the limit on every
+// request of the plan's tenants, with CodeInvalid (400), as if each request
+// were at fault.
+func TestPlanLimitsAreEnforceable(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	for _, l := range []tenancy.Limits{
+		{RPS: 2e6, Burst: 10},
+		{RPS: 10, Burst: 2_000_000},
+	} {
+		err := b.cat.SetPlan(ctx, &catalog.Plan{Tier: "huge", Limits: l})
+		if err == nil {
+			if _, aErr := ratelimit.NewLocal().Allow(ctx, "k", ratelimit.FromLimits(l)); aErr != nil {
+				t.Errorf("plan %v: accepted, but the rate limiter refuses it: %v", l, aErr)
+			}
+			continue
+		}
+		tenanttest.WantCode(t, "plan "+l.String(), err, tenancy.CodeInvalid)
+	}
 }

@@ -23,10 +23,17 @@ import (
 // router's pool is. Behind a transaction pooler such as PgBouncer that is how
 // a server outage often shows: PgBouncer holds the transaction in its queue
 // while it cannot log in to the server (restarted, or the database dropped).
+// So is a connection that could not be made before a deadline (the caller's,
+// or the connect timeout): a server that hangs, or a network that drops its
+// packets, shows that way.
 func unavailable(t *tenancy.Tenant, err error) error {
 	var be *beginError
 	if errors.As(err, &be) && errors.Is(be.err, context.DeadlineExceeded) && tenancy.ErrorCode(err) == tenancy.CodeInternal {
 		return tenancy.Errorf(tenancy.CodeUnavailable, "tenant %q: its database did not start the transaction before the deadline; retry later: %w", t.Slug, err)
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) && errors.Is(ce, context.DeadlineExceeded) && tenancy.ErrorCode(err) == tenancy.CodeInternal {
+		return tenancy.Errorf(tenancy.CodeUnavailable, "tenant %q: its database did not answer before the deadline; retry later: %w", t.Slug, err)
 	}
 	if !pgerr.ServerFailure(err) {
 		return err

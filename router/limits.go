@@ -40,8 +40,8 @@ func (r *Router) admit(ctx context.Context, t *tenancy.Tenant) (timeout time.Dur
 	if err != nil {
 		return 0, nil, fmt.Errorf("limits of tenant %q: %w", t.Slug, err)
 	}
-	if err := l.Validate(); err != nil {
-		return 0, nil, fmt.Errorf("limits of tenant %q: %w", t.Slug, err)
+	if err := l.Validate(); err != nil { // the source's fault, not the caller's: not CodeInvalid
+		return 0, nil, tenancy.Errorf(tenancy.CodeInternal, "limits of tenant %q: %w", t.Slug, err)
 	}
 	if l.MaxConcurrentTx == 0 {
 		return l.StatementTimeout, func() {}, nil

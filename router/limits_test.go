@@ -335,3 +335,53 @@ func TestFailedFirstStatementKeepsConnection(t *testing.T) {
 		t.Fatalf("%d connections dialed, want 1 reused after every failure", s.Dials)
 	}
 }
+
+// TestLimitsMadeInvalidByPlanChange: a tenant whose override sets only a rate
+// stays valid on its plan until the plan drops its rate and burst; the limits
+// are then invalid in the catalog. That is the platform's fault, not the
+// caller's: the transaction must not fail with CodeInvalid (HTTP 400).
+func TestLimitsMadeInvalidByPlanChange(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := tenanttest.Setup(t, nil)
+	tier := tenancy.Tier(pgtest.UniqueName("tier"))
+	if err := b.Platform.Catalog.SetPlan(ctx, &catalog.Plan{Tier: tier, Limits: tenancy.Limits{RPS: 10, Burst: 20}}); err != nil {
+		t.Fatal(err)
+	}
+	tn := createTier(t, b, tier)
+	setOverrides(t, b, tn, catalog.Overrides{RPS: ptr(5.0)})
+	if err := b.Platform.Catalog.SetPlan(ctx, &catalog.Plan{Tier: tier}); err != nil { // no rate, no burst
+		t.Fatal(err)
+	}
+	b.Platform.Cache.Invalidate(tn.ID)
+	r := limitedRouter(t, b, router.Config{})
+	err := r.Tx(tenanttest.Ctx(tn), func(tx pgx.Tx) error { return nil })
+	tenanttest.WantCode(t, "transaction of a tenant with invalid limits", err, tenancy.CodeInternal)
+}
+
+// badLimits is a LimitsSource whose limits are invalid.
+type badLimits struct{}
+
+func (badLimits) Limits(context.Context, *tenancy.Tenant) (tenancy.Limits, error) {
+	return tenancy.Limits{RPS: 5}, nil // a rate without a burst
+}
+
+// TestInvalidLimitsFromSource: limits that another LimitsSource than the
+// catalog gets wrong are its fault too, not the caller's.
+func TestInvalidLimitsFromSource(t *testing.T) {
+	t.Parallel()
+	b := tenanttest.Setup(t, nil)
+	tn := b.CreateTenant(t, tenancy.ModelShared, b.ServerNames[0])
+	key, err := b.Platform.Catalog.TenantKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := router.New(router.Config{Resolver: b.Platform.Cache, Servers: b.Platform.Catalog, Limits: badLimits{},
+		Key: key, AppRole: b.AppRole})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	err = r.Tx(tenanttest.Ctx(tn), func(tx pgx.Tx) error { return nil })
+	tenanttest.WantCode(t, "transaction with invalid limits from the source", err, tenancy.CodeInternal)
+}

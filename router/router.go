@@ -436,6 +436,10 @@ func (r *Router) server(ctx context.Context, name string) (*serverPool, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed { // closed meanwhile: Close would never see m
+		m.Close()
+		return nil, errors.New("router is closed")
+	}
 	if sp, ok := r.servers[name]; ok { // another caller won the race
 		m.Close()
 		return sp, nil
