@@ -315,12 +315,25 @@ func (m *Mover) fence(ctx context.Context, r *record, slug string, c *copied, by
 	if err := pgx.BeginFunc(ctx, dstConn, func(tx pgx.Tx) error { return unmark(ctx, tx, r.Tenant, r.To.Schema, r.ID) }); err != nil {
 		return f, fmt.Errorf("unmark the destination: %w", err)
 	}
-	if err := m.switchPlacement(ctx, r, slug, time.Since(start)); err != nil {
-		// Not switched: the destination must not serve the tenant.
-		_ = pgx.BeginFunc(context.WithoutCancel(ctx), dstConn, func(tx pgx.Tx) error {
-			return mark(ctx, tx, r.Tenant, r.To.Schema, "arriving", r.ID)
-		})
-		return f, err
+	err = m.switchPlacement(ctx, r, slug, time.Since(start))
+	if err == nil && m.hook != nil {
+		err = m.hook("switch-answer") // tests: the switch committed, its answer lost
+	}
+	if err != nil {
+		switch m.switchOutcome(ctx, r) {
+		case Switched: // committed, though its answer was lost: go on
+		case Copied:
+			// Not switched: the destination must not serve the tenant.
+			_ = pgx.BeginFunc(context.WithoutCancel(ctx), dstConn, func(tx pgx.Tx) error {
+				return mark(ctx, tx, r.Tenant, r.To.Schema, "arriving", r.ID)
+			})
+			return f, err
+		default:
+			// Unknown: rolling back could drop the copy the catalog now
+			// names. The source stays marked, refusing the tenant, and a
+			// run of the move reads the outcome and finishes or rolls back.
+			return f, fmt.Errorf("%w: the switch of the placement failed and its outcome is unknown (%w); run the move again to finish or roll it back", errUndecided, err)
+		}
 	}
 	r.State = Switched
 	switched := time.Now()

@@ -123,6 +123,10 @@ type Result struct {
 	Resumed bool `json:"resumed,omitempty"`
 }
 
+// errUndecided: the switch's outcome could not be read; the move stops where
+// it is, for a run that can read it.
+var errUndecided = errors.New("move undecided")
+
 // errStop is returned by a test hook: the move stops where it is, with no
 // roll back, as if the process had been killed.
 var errStop = errors.New("move stopped by a test hook")
@@ -340,7 +344,7 @@ func (m *Mover) run(ctx context.Context, r *record, slug string, progress func(P
 	if err == nil {
 		return m.done(ctx, r, res)
 	}
-	if errors.Is(err, errStop) || r.State == Switched || r.State == Done {
+	if errors.Is(err, errStop) || errors.Is(err, errUndecided) || r.State == Switched || r.State == Done {
 		// After the switch the destination serves the tenant: running the
 		// move again finishes it.
 		return res, err

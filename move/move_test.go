@@ -911,3 +911,35 @@ func TestMoveBehindPgBouncer(t *testing.T) {
 		checkMoved(t, b, tn, l, to.model, to.server)
 	}
 }
+
+// TestMoveSwitchAnswerLost: the catalog commits the switch of the placement
+// but the mover sees an error (the answer to COMMIT lost with the
+// connection). The mover reads the outcome instead of rolling back, which
+// would drop the destination that the catalog names and that writers, let go
+// by the fence, already use: the move ends done with every acknowledged
+// write there.
+func TestMoveSwitchAnswerLost(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	p := b.Platform
+	m, err := move.New(move.Config{Catalog: p.Catalog, Provisioner: p.Provisioner, Model: p.Model})
+	if err != nil {
+		t.Fatal(err)
+	}
+	move.SetHook(m, func(s string) error {
+		if s == "switch-answer" {
+			return errors.New("connection reset by peer")
+		}
+		return nil
+	})
+	tn := b.create(t, tenancy.ModelShared, b.ServerNames[0], 40)
+	l := startLoad(b, tn, 2)
+	time.Sleep(50 * time.Millisecond)
+	res, err := m.Move(context.Background(), tn.Slug, &move.Opts{To: tenancy.ModelDatabase, Server: b.ServerNames[1]})
+	time.Sleep(50 * time.Millisecond)
+	l.finish(t, false)
+	if err != nil || res.State != move.Done {
+		t.Fatalf("move whose switch's answer was lost: %+v %v", res, err)
+	}
+	checkMoved(t, b, tn, l, tenancy.ModelDatabase, b.ServerNames[1])
+}

@@ -164,6 +164,30 @@ func (m *Mover) switchPlacement(ctx context.Context, r *record, slug string, pau
 	})
 }
 
+// switchOutcome reads, after switchPlacement failed, whether its transaction
+// committed: Switched or Copied, or "" when the catalog cannot tell (within
+// a few seconds). FOR UPDATE waits for the switch's transaction, if the
+// catalog still runs it, to end, so the answer is final.
+func (m *Mover) switchOutcome(ctx context.Context, r *record) State {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	for wait := 50 * time.Millisecond; ; wait *= 2 {
+		var st State
+		err := pgx.BeginFunc(ctx, m.pool(), func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, `SELECT state FROM catalog.moves WHERE id = $1 FOR UPDATE`, r.ID).Scan(&st)
+		})
+		if err == nil {
+			return st
+		}
+		select {
+		case <-ctx.Done():
+			m.cfg.Logger.WarnContext(ctx, "read the outcome of a move's switch", "move", r.ID, "err", err)
+			return ""
+		case <-time.After(wait):
+		}
+	}
+}
+
 // abandon marks r rolled back with the reason, and the tenant active at its
 // source again, in one catalog transaction.
 func (m *Mover) abandon(ctx context.Context, r *record, reason string) error {
