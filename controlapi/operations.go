@@ -180,27 +180,33 @@ func (o *operations) start(ctx context.Context, kind, slug string, fn func(conte
 			o.failed(rctx, kind, slug, err)
 			rcancel()
 		}
+		close(ended)
+		<-beating
 		o.mu.Lock()
-		o.running--
-		op.UpdatedAt = time.Now().UTC()
-		op.FinishedAt = op.UpdatedAt
+		end := *op
+		o.mu.Unlock()
+		end.UpdatedAt = time.Now().UTC()
+		end.FinishedAt = end.UpdatedAt
 		if err != nil {
-			op.State = OpFailed
+			end.State = OpFailed
 			p := problemOf(err)
-			op.Error = &p
+			end.Error = &p
 			o.logger.LogAttrs(octx, slog.LevelWarn, "operation failed", slog.String("operation", op.ID),
 				slog.String("kind", kind), slog.String("tenant", slug), slog.Any("error", err))
 		} else {
-			op.State, op.Result = OpSucceeded, out
+			end.State, end.Result = OpSucceeded, out
 		}
-		o.mu.Unlock()
-		close(ended)
-		<-beating
+		// Saved before this process shows it ended, so that whoever sees it
+		// ended here finds it ended everywhere.
 		sctx, scancel := context.WithTimeout(context.WithoutCancel(octx), 10*time.Second)
-		defer scancel()
-		if err := o.save(sctx, op); err != nil {
+		if err := o.saveSnap(sctx, end); err != nil {
 			o.logger.LogAttrs(octx, slog.LevelError, "save the end of an operation", slog.String("operation", op.ID), slog.Any("error", err))
 		}
+		scancel()
+		o.mu.Lock()
+		*op = end
+		o.running--
+		o.mu.Unlock()
 	}()
 	return snap, nil
 }
@@ -235,12 +241,17 @@ func (o *operations) heartbeat(ctx context.Context, op *OpResource, stepped, end
 
 // save writes op, as it is now, to the store, if there is one.
 func (o *operations) save(ctx context.Context, op *OpResource) error {
-	if o.store == nil {
-		return nil
-	}
 	o.mu.Lock()
 	snap := *op
 	o.mu.Unlock()
+	return o.saveSnap(ctx, snap)
+}
+
+// saveSnap writes snap to the store, if there is one.
+func (o *operations) saveSnap(ctx context.Context, snap OpResource) error {
+	if o.store == nil {
+		return nil
+	}
 	doc, err := json.Marshal(snap)
 	if err != nil {
 		return fmt.Errorf("encode operation %s: %w", snap.ID, err)
