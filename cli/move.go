@@ -17,6 +17,54 @@ var moveCommands = map[string]func(*Main, context.Context, []string) error{
 	"move":   (*Main).runTenantsMove,
 	"export": (*Main).runTenantsExport,
 	"import": (*Main).runTenantsImport,
+	"kept":   (*Main).runTenantsKept,
+}
+
+// runTenantsKept lists, or with --drop removes, the copies of a tenant that
+// moves with --keep-source left: tenancy tenants kept SLUG [--drop].
+func (m *Main) runTenantsKept(ctx context.Context, args []string) error {
+	var c common
+	var drop bool
+	fs := m.flags("tenants kept", &c)
+	fs.BoolVar(&drop, "drop", false, "remove them")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return m.usageError("tenants kept SLUG [--drop] [--json]")
+	}
+	if err := tenancy.ValidateSlug(pos[0]); err != nil {
+		return err
+	}
+	p, _, err := m.open(ctx, &c)
+	if err != nil {
+		return err
+	}
+	var kept []move.Kept
+	if drop {
+		kept, err = p.Mover.DropKept(ctx, pos[0])
+	} else {
+		kept, err = p.Mover.KeptSources(ctx, pos[0])
+	}
+	if err != nil {
+		return err
+	}
+	if kept == nil {
+		kept = []move.Kept{}
+	}
+	if c.json {
+		return writeJSON(m.Stdout, kept)
+	}
+	w := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "MOVE\tMODEL\tPLACEMENT\tMOVED AT")
+	for _, k := range kept {
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\n", k.Move, k.Model, k.Placement, k.MovedAt.UTC().Format(time.RFC3339))
+	}
+	if drop {
+		fmt.Fprintf(w, "%d kept copies removed\n", len(kept))
+	}
+	return w.Flush()
 }
 
 const moveUsage = "tenants move SLUG --to shared|schema|database | --tier TIER [--server NAME] [--keep-source] [--json]"

@@ -87,6 +87,22 @@ func TestMoveCommands(t *testing.T) {
 		t.Errorf("bad input changed the tenants:\n%s\nwas\n%s", after, before)
 	}
 
+	// A kept source is listed until dropped.
+	if r := run(t, env, "tenants", "move", slug, "--to", "schema", "--server", "pg2", "--keep-source"); r.code != 0 {
+		t.Fatalf("tenants move --keep-source: %d %s", r.code, r.err)
+	}
+	for i, args := range [][]string{{"kept", slug}, {"kept", slug, "--drop"}, {"kept", slug}} {
+		r := run(t, env, append(append([]string{"tenants"}, args...), "--json")...)
+		var kept []move.Kept
+		want := 1 - i/2
+		if err := json.Unmarshal([]byte(r.out), &kept); r.code != 0 || err != nil || len(kept) != want || (want == 1 && kept[0].Model != tenancy.ModelDatabase) {
+			t.Fatalf("tenants %v: %d %s %s, want %d kept", args, r.code, r.out, r.err, want)
+		}
+	}
+	if r := run(t, env, "tenants", "kept", "Bad Slug"); r.code != 2 {
+		t.Errorf("tenants kept with a bad slug: exit %d, want 2", r.code)
+	}
+
 	// Export a tenant, and import it into another installation as a schema tenant.
 	archive := t.TempDir() + "/acme.zip"
 	if r := run(t, env, "tenants", "export", slug, "--out", archive); r.code != 0 || !strings.Contains(r.err, "exported") {

@@ -83,8 +83,8 @@ type Opts struct {
 	// Server is the destination server's name; empty: the tenant's server.
 	Server string
 	// KeepSource leaves the source's copy in place after the switch (marked
-	// moved away, so never served), for a retention period; otherwise it is
-	// removed once the switch is done.
+	// moved away, so never served) until DropKept or the tenant's purge
+	// removes it; otherwise it is removed once the switch is done.
 	KeepSource bool
 	// Progress, if set, is called at each step and after each table copied.
 	Progress func(Progress)

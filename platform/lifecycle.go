@@ -35,9 +35,17 @@ func (p *Platform) RestoreTenant(ctx context.Context, slug string) (*tenancy.Ten
 
 // PurgeTenant destroys a deleted tenant's data once its retention period
 // (Config.Retention) has passed; opts.Confirm must be the slug. Its catalog
-// row stays as a tombstone. A purge that stopped half-way is finished by
-// calling it again.
+// row stays as a tombstone. The copies that moves with KeepSource left go
+// first (move.Mover.DropKept), so that none outlives the purge. A purge that
+// stopped half-way is finished by calling it again.
 func (p *Platform) PurgeTenant(ctx context.Context, slug string, opts *provision.PurgeOpts) (*tenancy.Tenant, error) {
+	// Checked first: nothing is removed for a purge that would be refused.
+	if err := p.Provisioner.CheckPurge(ctx, slug, opts); err != nil {
+		return nil, err
+	}
+	if _, err := p.Mover.DropKept(ctx, slug); err != nil {
+		return nil, err
+	}
 	return p.Provisioner.Purge(ctx, slug, opts)
 }
 
