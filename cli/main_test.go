@@ -275,9 +275,34 @@ func TestServe(t *testing.T) {
 	if r := run(t, env, "servers", "add", "pg1", "--dsn", s.URL(s.NewDatabase(t, ""))); r.code != 0 {
 		t.Fatalf("servers add: %d %s", r.code, r.err)
 	}
-	if r := run(t, env, "serve", "--addr", "127.0.0.1:0"); r.code != 2 || !strings.Contains(r.err, "operator token") {
-		t.Fatalf("serve without a token: exit %d %s", r.code, r.err)
+	if r := run(t, env, "serve", "--addr", "127.0.0.1:0"); r.code != 2 || !strings.Contains(r.err, "tenancy operators add") {
+		t.Fatalf("serve without a token or an operator: exit %d %s", r.code, r.err)
 	}
+	if r := run(t, env, "serve", "--addr", "127.0.0.1:0", "--operator-token", "short"); r.code != 2 || !strings.Contains(r.err, "16 characters") {
+		t.Fatalf("serve with a short token: exit %d %s", r.code, r.err)
+	}
+	// With a named operator and no shared token, only the operator's token opens the control API.
+	r := run(t, env, "operators", "add", "ops", "--json")
+	var op struct{ Token string }
+	if err := json.Unmarshal([]byte(r.out), &op); r.code != 0 || err != nil {
+		t.Fatalf("operators add: %d %s %s", r.code, r.out, r.err)
+	}
+	runServing(t, env, func(out string) {
+		_, rest, _ := strings.Cut(out, "serving on ")
+		base, _, _ := strings.Cut(rest, " ")
+		for tok, want := range map[string]int{op.Token: 200, "": 401, "op_" + strings.Repeat("x", 26): 401} {
+			req, _ := http.NewRequest("GET", base+"/control/v1/tenants", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("serve with operators only, token %q: %d, want %d", tok, resp.StatusCode, want)
+			}
+		}
+	}, "serve", "--addr", "127.0.0.1:0")
 	env["TENANCY_OPERATOR_TOKEN"] = "serve-test-operator-token"
 	// A stand-in OTLP collector: the server exports its traces there.
 	var traces atomic.Int64

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/accounts"
+	"github.com/tenancyhq/tenancy/catalog"
 	"github.com/tenancyhq/tenancy/examples/crm"
 	"github.com/tenancyhq/tenancy/jobs"
 	"github.com/tenancyhq/tenancy/platform"
@@ -56,22 +57,43 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	if len(pos) != 0 {
 		return m.usageError("serve [--addr HOST:PORT] [--operator-token T]")
 	}
-	if len(sf.operatorToken) < 16 {
-		return tenancy.Errorf(tenancy.CodeInvalid, "serve needs an operator token of at least 16 characters: --operator-token or TENANCY_OPERATOR_TOKEN")
+	if sf.operatorToken != "" && len(sf.operatorToken) < 16 {
+		return tenancy.Errorf(tenancy.CodeInvalid, "the shared operator token must be at least 16 characters (--operator-token or TENANCY_OPERATOR_TOKEN)")
 	}
 	c.limits = true
 	p, _, err := m.open(ctx, &c)
 	if err != nil {
 		return err
 	}
+	if sf.operatorToken == "" {
+		if err := anyOperator(ctx, p.Catalog); err != nil {
+			return err
+		}
+	}
 	return m.serve(ctx, p, nil, &sf, false)
+}
+
+// anyOperator fails unless the catalog has an operator who is not revoked:
+// without a shared token, nobody else could open the control API.
+func anyOperator(ctx context.Context, cat *catalog.Catalog) error {
+	ops, err := cat.Operators(ctx)
+	if err != nil {
+		return err
+	}
+	for _, o := range ops {
+		if o.RevokedAt == nil {
+			return nil
+		}
+	}
+	return tenancy.Errorf(tenancy.CodeInvalid, "serve needs an operator: add one with `tenancy operators add NAME` (its token opens the control API "+
+		"and the dashboard), or give a shared operator token of at least 16 characters (--operator-token or TENANCY_OPERATOR_TOKEN)")
 }
 
 // serve runs the server until ctx is done. With demo, it prints how to try it.
 func (m *Main) serve(ctx context.Context, p *platform.Platform, acc *accounts.Accounts, sf *serveFlags, demo bool) error {
 	logger := slog.New(slog.NewTextHandler(m.Stderr, nil))
-	if sf.operatorToken == "" {
-		sf.operatorToken = "op_" + rand.Text() // demo only: serve refuses to start without one
+	if demo && sf.operatorToken == "" {
+		sf.operatorToken = "op_" + rand.Text() // the demo prints it
 	}
 	// Background jobs (the CRM's CSV imports) run in this process, on River
 	// in the catalog database.

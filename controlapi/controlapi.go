@@ -67,8 +67,9 @@ const (
 type Config struct {
 	// Platform is the installation to control. Required.
 	Platform *platform.Platform
-	// Token is the operator token every request must present. Required; at
-	// least 16 bytes.
+	// Token is the shared operator token, at least 16 bytes when set; its
+	// actions are recorded as operator:token. Empty: only named operators'
+	// tokens (catalog.AddOperator) open the API.
 	Token string
 	// Record receives every control action once it is done. Nil: log it at
 	// level Info on Logger. The control-plane audit log plugs in here.
@@ -107,8 +108,8 @@ func New(cfg Config) (*API, error) {
 	if cfg.Platform == nil {
 		return nil, errors.New("controlapi: Config.Platform is required")
 	}
-	if len(cfg.Token) < 16 {
-		return nil, tenancy.Errorf(tenancy.CodeInvalid, "controlapi: the operator token must be at least 16 bytes")
+	if cfg.Token != "" && len(cfg.Token) < 16 {
+		return nil, tenancy.Errorf(tenancy.CodeInvalid, "controlapi: the shared operator token must be at least 16 bytes")
 	}
 	a := &API{cfg: cfg, tokenHash: sha256.Sum256([]byte(cfg.Token)), mux: http.NewServeMux(), logger: cfg.Logger}
 	ops := defaultOperations(cfg.Platform)
@@ -229,7 +230,7 @@ func (a *API) authenticate(r *http.Request) (tenancy.Actor, error) {
 		return tenancy.Actor{Kind: "operator", ID: o.Name}, nil
 	}
 	got := sha256.Sum256([]byte(tok))
-	if tok == "" || subtle.ConstantTimeCompare(got[:], a.tokenHash[:]) != 1 {
+	if a.cfg.Token == "" || tok == "" || subtle.ConstantTimeCompare(got[:], a.tokenHash[:]) != 1 {
 		return tenancy.Actor{}, tenancy.Errorf(tenancy.CodeUnauthorized, "the control API needs an operator token: Authorization: Bearer <token>")
 	}
 	return tenancy.Actor{Kind: "operator", ID: catalog.SharedOperator}, nil

@@ -595,3 +595,29 @@ func TestOperationsAcrossNodes(t *testing.T) {
 		t.Errorf("an unknown operation: %d, want 404", code)
 	}
 }
+
+// TestNoSharedToken: without a shared token only named operators' tokens
+// open the API (an empty bearer matches nothing); a short one is refused.
+func TestNoSharedToken(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	if _, err := controlapi.New(controlapi.Config{Platform: b.Platform, Token: "short"}); tenancy.ErrorCode(err) != tenancy.CodeInvalid {
+		t.Errorf("a short shared token: %v, want invalid", err)
+	}
+	api, err := controlapi.New(controlapi.Config{Platform: b.Platform})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = api.Close(context.Background()) })
+	o := &testBundle{Bundle: b.Bundle, srv: httptest.NewServer(api)}
+	t.Cleanup(o.srv.Close)
+	_, alice, err := b.Platform.Catalog.AddOperator(context.Background(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tok, want := range map[string]int{"": 401, " ": 401, token: 401, alice: 200} {
+		if code, out, _ := o.do(t, tok, "GET", "/v1/tenants", nil); code != want {
+			t.Errorf("token %q: %d %s, want %d", tok, code, out, want)
+		}
+	}
+}

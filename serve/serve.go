@@ -24,8 +24,9 @@ type Config struct {
 	// App is the application, served at "/" (every path the server does not
 	// own). Nil: those paths answer 404.
 	App http.Handler
-	// OperatorToken guards the control API and the dashboard. Required; at
-	// least 16 bytes.
+	// OperatorToken is the shared token of the control API and the
+	// dashboard (see controlapi.Config.Token): at least 16 bytes when set;
+	// empty, only named operators' tokens open them.
 	OperatorToken string
 	// RecordControl receives every control action (see controlapi.Config.Record).
 	RecordControl func(ctx context.Context, a controlapi.Action)
