@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"crypto/cipher"
 	"crypto/rand"
 	"embed"
 	"errors"
@@ -30,6 +31,7 @@ const versionTable = "catalog.schema_migrations"
 // Catalog reads and writes the control plane.
 type Catalog struct {
 	pool *pgxpool.Pool
+	aead cipher.AEAD // encrypts servers' DSNs; nil: stored in clear (see SetSecretKey)
 
 	locksOnce sync.Once
 	locks     *pgxpool.Pool // connections holding tenant locks; see LockTenant
@@ -140,7 +142,7 @@ func (c *Catalog) AddServer(ctx context.Context, s *tenancy.Server) error {
 	}
 	err := c.pool.QueryRow(ctx, `
 		INSERT INTO catalog.servers (name, dsn, app_dsn, region, capacity) VALUES ($1, $2, $3, $4, $5)
-		RETURNING created_at`, s.Name, s.DSN, s.AppDSN, s.Region, s.Capacity).Scan(&s.CreatedAt)
+		RETURNING created_at`, s.Name, c.seal(s.Name, s.DSN), c.seal(s.Name, s.AppDSN), s.Region, s.Capacity).Scan(&s.CreatedAt)
 	if isUniqueViolation(err) {
 		return tenancy.Errorf(tenancy.CodeConflict, "server %q already exists", s.Name)
 	}
@@ -167,6 +169,9 @@ func (c *Catalog) Server(ctx context.Context, name string) (*tenancy.Server, err
 	if err != nil {
 		return nil, dbError("read server %q: %w", name, err)
 	}
+	if err := c.revealServer(s); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -176,7 +181,16 @@ func (c *Catalog) Servers(ctx context.Context) ([]*tenancy.Server, error) {
 	if err != nil {
 		return nil, dbError("list servers: %w", err)
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*tenancy.Server, error) { return scanServer(r) })
+	ss, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*tenancy.Server, error) { return scanServer(r) })
+	if err != nil {
+		return nil, dbError("list servers: %w", err)
+	}
+	for _, s := range ss {
+		if err := c.revealServer(s); err != nil {
+			return nil, err
+		}
+	}
+	return ss, nil
 }
 
 const tenantColumns = `id, slug, name, tier, model, server, database, schema, status, created_at, updated_at, deleted_at, version`

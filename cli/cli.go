@@ -89,6 +89,9 @@ Usage:
                                        shared token T, if given ($TENANCY_OPERATOR_TOKEN); one is needed
   tenancy servers add NAME --dsn URL [--region R] [--capacity N]
   tenancy servers list [--json]
+  tenancy servers encrypt              encrypt the servers' DSNs stored in clear with $TENANCY_SECRET_KEY (32
+                                       bytes, hex or base64), which every process then needs; with the key set,
+                                       servers added are stored encrypted
   tenancy servers drain NAME [--to NAME] [--json]
                                        move every tenant off a server (same model), with progress
   tenancy tenants create SLUG --model shared|schema|database [--name N] [--tier T] [--server S] [--region R] [--json]

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tenancyhq/tenancy/catalog"
 	"github.com/tenancyhq/tenancy/examples/crm"
 	"github.com/tenancyhq/tenancy/internal/dataplane"
 	"github.com/tenancyhq/tenancy/internal/pgcluster"
@@ -143,6 +144,11 @@ func (m *Main) open(ctx context.Context, c *common) (p *platform.Platform, dataU
 		model = os.DirFS(c.migrations)
 	}
 	cfg := platform.Config{CatalogURL: catalogURL, DataModel: model, Retention: c.retention}
+	if k := m.Getenv("TENANCY_SECRET_KEY"); k != "" {
+		if cfg.SecretKey, err = catalog.ParseSecretKey(k); err != nil {
+			return nil, "", fmt.Errorf("TENANCY_SECRET_KEY: %w", err)
+		}
+	}
 	if m.tracer == nil {
 		if m.tracer, err = m.tracerProvider(ctx); err != nil {
 			return nil, "", err

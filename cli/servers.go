@@ -16,6 +16,9 @@ func (m *Main) runServers(ctx context.Context, args []string) error {
 	if args[0] == "drain" { // see move.go
 		return m.runServersDrain(ctx, args[1:])
 	}
+	if args[0] == "encrypt" {
+		return m.runServersEncrypt(ctx, args[1:])
+	}
 	var c common
 	var dsn, region string
 	var capacity int
@@ -55,7 +58,33 @@ func (m *Main) runServers(ctx context.Context, args []string) error {
 		}
 		return m.printServers(c.json, ss...)
 	}
-	return m.usageError("servers add|list|drain")
+	return m.usageError("servers add|list|drain|encrypt")
+}
+
+// runServersEncrypt encrypts the DSNs stored in clear with TENANCY_SECRET_KEY.
+func (m *Main) runServersEncrypt(ctx context.Context, args []string) error {
+	var c common
+	fs := m.flags("servers encrypt", &c)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return m.usageError("servers encrypt")
+	}
+	if m.Getenv("TENANCY_SECRET_KEY") == "" {
+		return tenancy.Errorf(tenancy.CodeInvalid, "servers encrypt needs TENANCY_SECRET_KEY: 32 bytes in hex or base64 (`openssl rand -hex 32` makes one); keep it apart from the catalog")
+	}
+	p, _, err := m.open(ctx, &c)
+	if err != nil {
+		return err
+	}
+	n, err := p.Catalog.EncryptServers(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(m.Stdout, "%d servers' DSNs encrypted; every process of this installation now needs TENANCY_SECRET_KEY\n", n)
+	return nil
 }
 
 func (m *Main) printServers(asJSON bool, ss ...*tenancy.Server) error {

@@ -180,3 +180,38 @@ func TestOperatorsCommands(t *testing.T) {
 		t.Errorf("the revocation in the control-plane log: %d %s", r.code, r.out)
 	}
 }
+
+// TestServersEncrypt: servers encrypt needs the secret key and encrypts the
+// DSNs stored in clear; from then on the binary works with the key and says
+// what is missing without it.
+func TestServersEncrypt(t *testing.T) {
+	t.Parallel()
+	s := pgtest.DefaultServer(t)
+	env := map[string]string{"TENANCY_DATABASE_URL": s.URL(s.NewDatabase(t, ""))}
+	if r := run(t, env, "servers", "add", "pg1", "--dsn", s.URL(s.NewDatabase(t, ""))); r.code != 0 {
+		t.Fatalf("servers add: %d %s", r.code, r.err)
+	}
+	if r := run(t, env, "servers", "encrypt"); r.code != 2 || !strings.Contains(r.err, "TENANCY_SECRET_KEY") {
+		t.Errorf("servers encrypt without a key: %d %s", r.code, r.err)
+	}
+	env["TENANCY_SECRET_KEY"] = "not a key"
+	if r := run(t, env, "servers", "encrypt"); r.code != 2 || !strings.Contains(r.err, "32 bytes") {
+		t.Errorf("servers encrypt with a bad key: %d %s", r.code, r.err)
+	}
+	env["TENANCY_SECRET_KEY"] = strings.Repeat("ab", 32)
+	if r := run(t, env, "servers", "encrypt"); r.code != 0 || !strings.Contains(r.out, "1 servers") {
+		t.Fatalf("servers encrypt: %d %s %s", r.code, r.out, r.err)
+	}
+	slug := pgtest.UniqueName("enc")
+	if r := run(t, env, "tenants", "create", slug, "--model", "schema"); r.code != 0 {
+		t.Fatalf("tenants create with the key: %d %s", r.code, r.err)
+	}
+	delete(env, "TENANCY_SECRET_KEY")
+	if r := run(t, env, "tenants", "create", pgtest.UniqueName("enc"), "--model", "schema"); r.code == 0 || !strings.Contains(r.err, "TENANCY_SECRET_KEY") {
+		t.Errorf("tenants create without the key: %d %s", r.code, r.err)
+	}
+	env["TENANCY_SECRET_KEY"] = strings.Repeat("ab", 32)
+	if r := run(t, env, "tenants", "delete", slug); r.code != 0 {
+		t.Errorf("tenants delete: %d %s", r.code, r.err)
+	}
+}

@@ -57,6 +57,9 @@ type Config struct {
 	// Retention is how long a deleted tenant's data is kept before it may be
 	// purged. Default provision.DefaultRetention (30 days).
 	Retention time.Duration
+	// SecretKey, 32 bytes, encrypts the servers' DSNs in the catalog (see
+	// catalog.Catalog.SetSecretKey). Nil: they are stored in clear.
+	SecretKey []byte
 }
 
 // Platform is an open tenancy installation.
@@ -93,6 +96,12 @@ func Open(ctx context.Context, cfg Config) (*Platform, error) {
 	cat, err := catalog.Open(ctx, cfg.CatalogURL)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.SecretKey != nil {
+		if err := cat.SetSecretKey(cfg.SecretKey); err != nil {
+			cat.Close()
+			return nil, err
+		}
 	}
 	p := &Platform{Catalog: cat, Model: model, appRole: cfg.AppRole}
 	if err := p.open(ctx, cfg); err != nil {
