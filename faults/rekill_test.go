@@ -20,7 +20,8 @@ import (
 // TestKillRerunCreate kills "tenants create" (schema and database model),
 // then its re-runs, one or two of them: the last run leaves the tenant
 // active exactly once, with exactly its schema or database and its role, no
-// unfinished operation, served, and the control plane's log verifies.
+// unfinished operation, served, and the tenant's and the control plane's
+// logs verify.
 func TestKillRerunCreate(t *testing.T) {
 	rekillEachModel(t, (*bundle).timeCreate, func(b *bundle, t *testing.T, dataDB string, model tenancy.Model) (rekill, func()) {
 		slug := pgtest.UniqueName("krc")
@@ -164,9 +165,9 @@ func (b *bundle) rekillRounds(t *testing.T, planned int, w windows, next func(i 
 		if kills > 1 {
 			twice++
 		}
+		t.Logf("round %d: %d runs killed (%s); a last run", i, kills, strings.Join(what, "; "))
 		b.converge(t, r.done, r.args...)
 		check()
-		t.Logf("round %d: %d runs killed (%s); converged", i, kills, strings.Join(what, "; "))
 	}
 	t.Logf("%d of %d rounds had a re-run killed", twice, n)
 	if twice == 0 {
