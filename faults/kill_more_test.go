@@ -14,6 +14,7 @@ import (
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/provision"
 )
 
 // TestKillCreateSchema is TestKillCreate for a schema-model tenant: the
@@ -39,43 +40,22 @@ func TestKillPurge(t *testing.T) {
 
 // killPurge is TestKillPurge for tenants of one model.
 func (b *bundle) killPurge(t *testing.T, dataDB string, model tenancy.Model) {
-	deleted := func() *tenancy.Tenant {
-		slug := pgtest.UniqueName("kp")
-		b.slugs = append(b.slugs, slug)
-		b.mustRun(t, "tenants", "create", slug, "--model", string(model))
-		if model == tenancy.ModelShared {
-			// Its storage is its rows in the shared tables: enough of them
-			// that deleting them takes a while to kill.
-			b.addContacts(t, slug, sharedPurgeRows)
-		}
-		b.mustRun(t, "tenants", "delete", slug)
-		return b.tenant(t, slug)
-	}
-	purge := func(slug string) []string {
-		return []string{"tenants", "purge", slug, "--confirm", slug, "--retention", "1ms"}
-	}
-	// The first database tenant of a server also builds its template.
-	ref := deleted().Slug
-	full := b.timed(t, purge(ref)...)
-	op := b.duration(t, `SELECT finished_at - started_at FROM catalog.operations WHERE tenant_slug = $1 AND kind = 'purge'`, ref)
-	t.Logf("a %s tenant purged in %v, %v of it recorded as the purge's operation", model, full, op)
-
+	op := b.timePurge(t, model)
 	const runs = 3
 	var killed int
 	w := window(op)
 	n := 0
 	for i := 0; moreRuns(i, runs, killed); i++ {
 		n++
-		tn := deleted()
-		args := purge(tn.Slug)
-		started := b.exists(t, `SELECT EXISTS (SELECT 1 FROM catalog.operations WHERE tenant_slug = $1 AND kind = 'purge')`, tn.Slug)
-		k, after := b.runAndKill(t, started, 0, w, args...)
+		tn := b.deleted(t, model)
+		args := purgeArgs(tn.Slug)
+		k, after := b.runAndKill(t, b.purgeStarted(t, tn.Slug), 0, w, args...)
 		if k {
 			killed++
 		}
 		w = aim(w, k, after)
 		status := b.checkHalfPurged(t, dataDB, tn)
-		b.converge(t, fmt.Sprintf("tenant %q was already purged", tn.Slug), args...)
+		b.converge(t, alreadyPurged(tn.Slug), args...)
 		b.checkPurged(t, dataDB, tn)
 		t.Logf("run %d: killed %v after %v, left %s; converged", i, k, after, status)
 	}
@@ -83,6 +63,49 @@ func (b *bundle) killPurge(t *testing.T, dataDB string, model tenancy.Model) {
 	if killed == 0 {
 		t.Error("no run was killed before it ended")
 	}
+}
+
+// deleted creates a tenant of the model, with rows in the shared model, and
+// deletes it: ready to be purged.
+func (b *bundle) deleted(t *testing.T, model tenancy.Model) *tenancy.Tenant {
+	t.Helper()
+	slug := pgtest.UniqueName("kp")
+	b.slugs = append(b.slugs, slug)
+	b.mustRun(t, "tenants", "create", slug, "--model", string(model))
+	if model == tenancy.ModelShared {
+		// Its storage is its rows in the shared tables: enough of them
+		// that deleting them takes a while to kill.
+		b.addContacts(t, slug, sharedPurgeRows)
+	}
+	b.mustRun(t, "tenants", "delete", slug)
+	return b.tenant(t, slug)
+}
+
+// purgeArgs is the command that purges the deleted tenant slug at once.
+func purgeArgs(slug string) []string {
+	return []string{"tenants", "purge", slug, "--confirm", slug, "--retention", "1ms"}
+}
+
+// alreadyPurged is what a re-run of a purge says when a killed run had
+// finished it.
+func alreadyPurged(slug string) string { return fmt.Sprintf("tenant %q was already purged", slug) }
+
+// purgeStarted returns a function that reports whether the tenant's purge
+// has begun: its operation is in the catalog.
+func (b *bundle) purgeStarted(t *testing.T, slug string) func() bool {
+	return b.exists(t, `SELECT EXISTS (SELECT 1 FROM catalog.operations WHERE tenant_slug = $1 AND kind = 'purge')`, slug)
+}
+
+// timePurge purges a reference tenant of the model and returns how long the
+// purge's operation took. The first database tenant of a server also builds
+// its template: not during the purge timed.
+func (b *bundle) timePurge(t *testing.T, model tenancy.Model) time.Duration {
+	t.Helper()
+	ref := b.deleted(t, model).Slug
+	full := b.timed(t, purgeArgs(ref)...)
+	op := b.duration(t, `SELECT finished_at - started_at FROM catalog.operations WHERE tenant_slug = $1 AND kind = 'purge'`, ref)
+	t.Logf("a %s tenant purged in %v, %v of it recorded as the purge's operation", model, full, op)
+	return op
 }
 
 // moreRuns reports whether run i (from 0) is to be made: the planned runs,
@@ -264,25 +287,9 @@ func (b *bundle) status(t *testing.T, slug string) tenancy.Status {
 // the other server keeps no database, schema or role of it.
 func TestKillMoveAcrossServers(t *testing.T) {
 	b := setup(t)
-	pg2 := pgtest.Servers(t, 2)[1]
-	if host(t, pg2) == host(t, b.server) {
-		t.Skip("needs two distinct PostgreSQL servers")
-	}
-	b.others = append(b.others, pg2)
-	servers := map[string]*pgtest.Server{"pg1": b.server, "pg2": pg2}
-	dataDBs := map[string]string{"pg1": dataDBOf(t, b), "pg2": pg2.NewDatabase(t, "")}
-	b.mustRun(t, "servers", "add", "pg2", "--dsn", pg2.URL(dataDBs["pg2"]))
-
+	servers, dataDBs := b.twoServers(t)
 	const rows = 500
-	slug := pgtest.UniqueName("kmx")
-	b.slugs = append(b.slugs, slug)
-	b.mustRun(t, "tenants", "create", slug, "--model", "database", "--server", "pg1")
-	b.addContacts(t, slug, rows)
-	// The first database tenant of a server builds its template: not
-	// during the moves timed.
-	warm := pgtest.UniqueName("kmx")
-	b.slugs = append(b.slugs, warm)
-	b.mustRun(t, "tenants", "create", warm, "--model", "database", "--server", "pg2")
+	slug := b.movableAcross(t, "kmx", rows)
 	// Each run's kill window comes from the last move that went to its end.
 	lastMove := func(what string) time.Duration {
 		return b.duration(t, `SELECT `+what+` FROM catalog.moves m JOIN catalog.tenants t ON t.id = m.tenant_id
@@ -296,16 +303,12 @@ func TestKillMoveAcrossServers(t *testing.T) {
 	t.Logf("a move of %d rows to the other server in %v, %v of it recorded as the move, its fence %v",
 		rows, full, lastMove(whole), lastMove(fence))
 
-	type dest struct {
-		model  tenancy.Model
-		server string
-	}
 	var killed int
 	// The runs killed from the start go to a database, whose creation is
 	// not one transaction.
 	moves := []dest{{tenancy.ModelDatabase, "pg1"}, {tenancy.ModelSchema, "pg2"}, {tenancy.ModelDatabase, "pg1"}, {tenancy.ModelDatabase, "pg2"}}
 	for i, to := range moves {
-		args := []string{"tenants", "move", slug, "--to", string(to.model), "--server", to.server}
+		args := to.args(slug)
 		// Creating the destination takes most of a move: runs 1 and 3 are
 		// killed from the end of the bulk copy on (around the fence and
 		// the switch) and from the switch on (around the source's
@@ -329,24 +332,65 @@ func TestKillMoveAcrossServers(t *testing.T) {
 			killed++
 		}
 		at := b.checkHalfMoved(t, servers, slug, rows)
-		b.converge(t, fmt.Sprintf("is already a %s tenant on server %q", to.model, to.server), args...)
-		tn := b.catalogCheck(t, slug)
-		if tn.Model != to.model || tn.Placement.Server != to.server {
-			t.Fatalf("run %d: tenant at %s (%s), want %s on %s", i, tn.Placement, tn.Model, to.model, to.server)
-		}
-		b.checkStorage(t, servers[to.server], dataDBs[to.server], tn)
-		other := "pg1"
-		if to.server == other {
-			other = "pg2"
-		}
-		b.checkNoStorage(t, servers[other], dataDBs[other], tn)
-		b.checkServed(t, slug, rows)
+		b.converge(t, to.already(), args...)
+		b.checkMovedAcross(t, servers, dataDBs, slug, to, rows)
 		t.Logf("run %d: killed %v after %v, left %s; converged at %s on %s", i, k, after, at, to.model, to.server)
 	}
 	t.Logf("%d of %d runs killed mid-way", killed, len(moves))
 	if killed == 0 {
 		t.Error("no run was killed before it ended")
 	}
+}
+
+// twoServers adds a second PostgreSQL server to the bundle's catalog, as
+// pg2 (the first is pg1), and returns both and their shared databases by
+// name. It skips the test when the harness has a single server.
+func (b *bundle) twoServers(t *testing.T) (servers map[string]*pgtest.Server, dataDBs map[string]string) {
+	t.Helper()
+	pg2 := pgtest.Servers(t, 2)[1]
+	if host(t, pg2) == host(t, b.server) {
+		t.Skip("needs two distinct PostgreSQL servers")
+	}
+	b.others = append(b.others, pg2)
+	servers = map[string]*pgtest.Server{"pg1": b.server, "pg2": pg2}
+	dataDBs = map[string]string{"pg1": dataDBOf(t, b), "pg2": pg2.NewDatabase(t, "")}
+	b.mustRun(t, "servers", "add", "pg2", "--dsn", pg2.URL(dataDBs["pg2"]))
+	return servers, dataDBs
+}
+
+// movableAcross creates a database tenant on pg1 (its slug made from
+// prefix) with rows contacts, and builds pg2's template database, so that
+// no move timed or killed builds it.
+func (b *bundle) movableAcross(t *testing.T, prefix string, rows int) string {
+	t.Helper()
+	slug := pgtest.UniqueName(prefix)
+	b.slugs = append(b.slugs, slug)
+	b.mustRun(t, "tenants", "create", slug, "--model", "database", "--server", "pg1")
+	b.addContacts(t, slug, rows)
+	// The first database tenant of a server builds its template.
+	warm := pgtest.UniqueName(prefix)
+	b.slugs = append(b.slugs, warm)
+	b.mustRun(t, "tenants", "create", warm, "--model", "database", "--server", "pg2")
+	return slug
+}
+
+// checkMovedAcross checks a finished move to another server: the tenant is
+// active once at the destination, in the model asked for, with no unfinished
+// move; the destination holds exactly its storage, the other server none of
+// it; all its rows are served.
+func (b *bundle) checkMovedAcross(t *testing.T, servers map[string]*pgtest.Server, dataDBs map[string]string, slug string, to dest, rows int) {
+	t.Helper()
+	tn := b.catalogCheck(t, slug)
+	if tn.Model != to.model || tn.Placement.Server != to.server {
+		t.Fatalf("tenant at %s (%s), want %s on %s", tn.Placement, tn.Model, to.model, to.server)
+	}
+	b.checkStorage(t, servers[to.server], dataDBs[to.server], tn)
+	other := "pg1"
+	if to.server == other {
+		other = "pg2"
+	}
+	b.checkNoStorage(t, servers[other], dataDBs[other], tn)
+	b.checkServed(t, slug, rows)
 }
 
 // host is the address of server s.
@@ -422,9 +466,10 @@ func rowsAt(s *pgtest.Server, p tenancy.Placement, tenant uuid.UUID) (int, error
 }
 
 // accepts reports whether placement p of server s would serve the tenant's
-// transactions: its tables exist, granted to the tenant's role, and its
-// database does not mark it as moved away or still arriving (which the
-// router's tenancy.enter refuses).
+// transactions: its tables exist, granted to the tenant's role (the shared
+// tables serve every tenant through Row-Level Security, without a role of
+// its own), and its database does not mark it as moved away or still
+// arriving (which the router's tenancy.enter refuses).
 func accepts(t *testing.T, s *pgtest.Server, p tenancy.Placement, tenant uuid.UUID) bool {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -436,8 +481,9 @@ func accepts(t *testing.T, s *pgtest.Server, p tenancy.Placement, tenant uuid.UU
 	defer conn.Close(ctx)
 	table := pgx.Identifier{p.Schema, "contacts"}.Sanitize()
 	var ok bool
-	err = conn.QueryRow(ctx, `SELECT CASE WHEN to_regclass($1) IS NULL OR NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2) THEN false
-		ELSE has_table_privilege($2, to_regclass($1), 'SELECT') END`, table, tenancy.RoleName(tenant)).Scan(&ok)
+	err = conn.QueryRow(ctx, `SELECT CASE WHEN to_regclass($1) IS NULL THEN false WHEN $3 THEN true
+		WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2) THEN false
+		ELSE has_table_privilege($2, to_regclass($1), 'SELECT') END`, table, tenancy.RoleName(tenant), p.Schema == provision.SharedSchema).Scan(&ok)
 	if err != nil {
 		t.Fatalf("look at %s on %s: %v", p, s.Name(), err)
 	}

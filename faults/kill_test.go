@@ -87,8 +87,32 @@ func (b *bundle) mustRun(t *testing.T, args ...string) string {
 // delay in [lo, hi), counted from the start, or, when started is not nil,
 // from the moment started first reports true (polled every 2ms): the
 // operation has begun. It reports whether the kill came before the process
-// ended by itself.
+// ended by itself. A run that ends by itself with an error, or before its
+// operation is seen to start, fails the test.
 func (b *bundle) runAndKill(t *testing.T, started func() bool, lo, hi time.Duration, args ...string) (killed bool, after time.Duration) {
+	t.Helper()
+	r := b.killAt(t, started, lo, hi, args...)
+	if r.unseen {
+		t.Fatalf("tenancy %s ended (%v) before its operation was seen to start\n%s", strings.Join(args, " "), r.err, r.out)
+	}
+	if r.err != nil {
+		t.Fatalf("tenancy %s failed before the kill: %v\n%s", strings.Join(args, " "), r.err, r.out)
+	}
+	return r.killed, r.after
+}
+
+// killRun is how a run that killAt started ended.
+type killRun struct {
+	killed bool          // by the kill
+	after  time.Duration // the kill's delay
+	unseen bool          // it ended before started reported true
+	out    string        // its output
+	err    error         // its error, when it ended by itself
+}
+
+// killAt is runAndKill that returns how the run ended instead of failing
+// the test.
+func (b *bundle) killAt(t *testing.T, started func() bool, lo, hi time.Duration, args ...string) killRun {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -104,16 +128,13 @@ func (b *bundle) runAndKill(t *testing.T, started func() bool, lo, hi time.Durat
 	for started != nil && !started() {
 		select {
 		case err := <-done:
-			t.Fatalf("tenancy %s ended (%v) before its operation was seen to start\n%s", strings.Join(args, " "), err, out)
+			return killRun{unseen: true, out: out.String(), err: err}
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
 	select {
 	case err := <-done:
-		if err != nil {
-			t.Fatalf("tenancy %s failed before the kill: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return false, delay
+		return killRun{after: delay, out: out.String(), err: err}
 	case <-time.After(delay):
 	}
 	_ = cmd.Process.Signal(syscall.SIGKILL)
@@ -121,13 +142,11 @@ func (b *bundle) runAndKill(t *testing.T, started func() bool, lo, hi time.Durat
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
 		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return true, delay
+			return killRun{killed: true, after: delay, out: out.String()}
 		}
 	}
-	if err != nil {
-		t.Fatalf("tenancy %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return false, delay // it ended by itself just before the signal
+	// It ended by itself just before the signal.
+	return killRun{after: delay, out: out.String(), err: err}
 }
 
 // converge runs args again until it succeeds, at most three times: each run
@@ -290,17 +309,7 @@ func TestKillCreate(t *testing.T) { killCreate(t, tenancy.ModelDatabase) }
 func killCreate(t *testing.T, model tenancy.Model) {
 	b := setup(t)
 	dataDB := dataDBOf(t, b)
-	// The first database tenant of a server also builds its template:
-	// time the second.
-	var full, op time.Duration
-	for range 2 {
-		ref := pgtest.UniqueName("kc")
-		b.slugs = append(b.slugs, ref)
-		full = b.timed(t, "tenants", "create", ref, "--model", string(model))
-		op = b.duration(t, `SELECT finished_at - started_at FROM catalog.operations WHERE tenant_slug = $1 AND kind = 'provision'`, ref)
-	}
-	t.Logf("a %s tenant created in %v, %v of it recorded as its provisioning", model, full, op)
-
+	op := b.timeCreate(t, model)
 	var killed int
 	w := window(op)
 	n := 0
@@ -309,27 +318,57 @@ func killCreate(t *testing.T, model tenancy.Model) {
 		slug := pgtest.UniqueName("kc")
 		b.slugs = append(b.slugs, slug)
 		args := []string{"tenants", "create", slug, "--model", string(model)}
-		k, after := b.runAndKill(t, b.exists(t, `SELECT EXISTS (SELECT 1 FROM catalog.tenants WHERE slug = $1)`, slug),
-			0, w, args...)
+		k, after := b.runAndKill(t, b.created(t, slug), 0, w, args...)
 		if k {
 			killed++
 		}
 		w = aim(w, k, after)
-		// A kill after the commit leaves nothing to do: the re-run says
-		// the tenant exists.
-		b.converge(t, fmt.Sprintf("tenant %q already exists", slug), args...)
-		tn := b.catalogCheck(t, slug)
-		if tn.Model != model {
-			t.Fatalf("run %d: tenant %+v, want the %s model", i, tn, model)
-		}
-		b.checkStorage(t, b.server, dataDB, tn)
-		b.checkServed(t, slug, 0)
+		b.converge(t, alreadyCreated(slug), args...)
+		b.checkCreated(t, dataDB, slug, model)
 		t.Logf("run %d: killed %v after %v; converged", i, k, after)
 	}
 	t.Logf("%d of %d runs killed mid-way", killed, n)
 	if killed == 0 {
 		t.Error("no run was killed before it ended")
 	}
+}
+
+// timeCreate creates a reference tenant of the model and returns how long
+// its provisioning's operation took. The first database tenant of a server
+// also builds its template: the second is timed.
+func (b *bundle) timeCreate(t *testing.T, model tenancy.Model) time.Duration {
+	t.Helper()
+	var full, op time.Duration
+	for range 2 {
+		ref := pgtest.UniqueName("kc")
+		b.slugs = append(b.slugs, ref)
+		full = b.timed(t, "tenants", "create", ref, "--model", string(model))
+		op = b.duration(t, `SELECT finished_at - started_at FROM catalog.operations WHERE tenant_slug = $1 AND kind = 'provision'`, ref)
+	}
+	t.Logf("a %s tenant created in %v, %v of it recorded as its provisioning", model, full, op)
+	return op
+}
+
+// created returns a function that reports whether the tenant's row is in
+// the catalog: its provisioning has begun.
+func (b *bundle) created(t *testing.T, slug string) func() bool {
+	return b.exists(t, `SELECT EXISTS (SELECT 1 FROM catalog.tenants WHERE slug = $1)`, slug)
+}
+
+// alreadyCreated is what a re-run of "tenants create" says when a killed run
+// had finished: there is nothing left to do.
+func alreadyCreated(slug string) string { return fmt.Sprintf("tenant %q already exists", slug) }
+
+// checkCreated checks a finished creation: the tenant is active once in the
+// catalog, in the model, with exactly its storage, and served.
+func (b *bundle) checkCreated(t *testing.T, dataDB, slug string, model tenancy.Model) {
+	t.Helper()
+	tn := b.catalogCheck(t, slug)
+	if tn.Model != model {
+		t.Fatalf("tenant %+v, want the %s model", tn, model)
+	}
+	b.checkStorage(t, b.server, dataDB, tn)
+	b.checkServed(t, slug, 0)
 }
 
 // exists returns a function that reports whether query, run on the catalog
@@ -474,53 +513,124 @@ func TestKillMove(t *testing.T) {
 	b := setup(t)
 	dataDB := dataDBOf(t, b)
 	const rows = 500
-	slug := pgtest.UniqueName("kmv")
-	b.slugs = append(b.slugs, slug)
-	b.mustRun(t, "tenants", "create", slug, "--model", "shared")
-	b.addContacts(t, slug, rows)
-	startup := b.timed(t, "tenants", "list")
-	full := b.timed(t, "tenants", "move", slug, "--to", "database")
-	full += b.timed(t, "tenants", "move", slug, "--to", "shared")
-	full /= 2
-	t.Logf("process start-up %v, a move of %d rows in %v", startup, rows, full)
-
+	cycle := []dest{{model: tenancy.ModelDatabase}, {model: tenancy.ModelShared}}
+	slug, w := b.movable(t, "kmv", rows, cycle)
 	var killed int
-	w, n := full-startup, 0
+	n := 0
 	for i := 0; moreRuns(i, 4, killed); i++ {
 		n++
-		to := []string{"database", "shared"}[i%2]
-		args := []string{"tenants", "move", slug, "--to", to}
-		started := b.exists(t, `SELECT EXISTS (SELECT 1 FROM catalog.moves m JOIN catalog.tenants t ON t.id = m.tenant_id
-			WHERE t.slug = $1 AND m.state NOT IN ('done', 'rolled_back'))`, slug)
-		k, after := b.runAndKill(t, started, 0, w, args...)
+		to := cycle[i%2]
+		args := to.args(slug)
+		k, after := b.runAndKill(t, b.moving(t, slug), 0, w, args...)
 		if k {
 			killed++
 		}
 		w = aim(w, k, after)
 		// A kill after the move finished leaves nothing to do; the checks
 		// below find anything left unfinished.
-		b.converge(t, fmt.Sprintf("is already a %s tenant", to), args...)
-		tn := b.catalogCheck(t, slug)
-		if string(tn.Model) != to {
-			t.Fatalf("run %d: tenant in the %s model, want %s", i, tn.Model, to)
-		}
-		dbs, schemas := b.storage(t, dataDB, slug)
-		var shared int
-		if err := b.admin(t, dataDB).QueryRow(context.Background(), `SELECT count(*) FROM `+provision.SharedSchema+`.contacts WHERE tenant_id = $1`, tn.ID).Scan(&shared); err != nil {
-			t.Fatal(err)
-		}
-		switch {
-		case to == "database" && (len(dbs) != 1 || shared != 0),
-			to == "shared" && (len(dbs) != 0 || shared != rows),
-			len(schemas) != 0:
-			t.Fatalf("run %d (killed %v after %v) to %s: databases %v, schemas %v, %d rows in the shared tables",
-				i, k, after, to, dbs, schemas, shared)
-		}
-		b.checkServed(t, slug, rows)
+		b.converge(t, to.already(), args...)
+		b.checkMoved(t, dataDB, slug, to.model, rows)
 		t.Logf("run %d: killed %v after %v; converged at %s", i, k, after, to)
 	}
 	t.Logf("%d of %d runs killed mid-way", killed, n)
 	if killed == 0 {
 		t.Error("no run was killed before it ended")
 	}
+}
+
+// moving returns a function that reports whether the tenant has an
+// unfinished move: a move has begun.
+func (b *bundle) moving(t *testing.T, slug string) func() bool {
+	return b.exists(t, `SELECT EXISTS (SELECT 1 FROM catalog.moves m JOIN catalog.tenants t ON t.id = m.tenant_id
+		WHERE t.slug = $1 AND m.state NOT IN ('done', 'rolled_back'))`, slug)
+}
+
+// dest is the destination of a move: a model, on a server or, when server
+// is empty, on the tenant's.
+type dest struct {
+	model  tenancy.Model
+	server string
+}
+
+func (d dest) String() string {
+	if d.server == "" {
+		return string(d.model)
+	}
+	return fmt.Sprintf("%s on %s", d.model, d.server)
+}
+
+// args is the command that moves the tenant slug to d.
+func (d dest) args(slug string) []string {
+	args := []string{"tenants", "move", slug, "--to", string(d.model)}
+	if d.server != "" {
+		args = append(args, "--server", d.server)
+	}
+	return args
+}
+
+// already is what a re-run of a move to d says when a killed run had
+// finished it.
+func (d dest) already() string {
+	if d.server == "" {
+		return fmt.Sprintf("is already a %s tenant", d.model)
+	}
+	return fmt.Sprintf("is already a %s tenant on server %q", d.model, d.server)
+}
+
+// checkMoved checks a finished move to the model on the bundle's server: the
+// catalog names one placement, with no unfinished move; the tenant is active
+// there in that model, with exactly its storage (none but its rows in the
+// shared model), all its rows served, none left in the shared tables after a
+// move out of them.
+func (b *bundle) checkMoved(t *testing.T, dataDB, slug string, to tenancy.Model, rows int) {
+	t.Helper()
+	tn := b.catalogCheck(t, slug)
+	if tn.Model != to {
+		t.Fatalf("tenant in the %s model, want %s", tn.Model, to)
+	}
+	dbs, schemas := b.storage(t, dataDB, slug)
+	var shared int
+	if err := b.admin(t, dataDB).QueryRow(context.Background(), `SELECT count(*) FROM `+provision.SharedSchema+`.contacts WHERE tenant_id = $1`, tn.ID).Scan(&shared); err != nil {
+		t.Fatal(err)
+	}
+	if to == tenancy.ModelShared {
+		if len(dbs) != 0 || len(schemas) != 0 || shared != rows {
+			t.Fatalf("moved to the shared tables: databases %v, schemas %v, %d of %d rows in the shared tables", dbs, schemas, shared, rows)
+		}
+	} else {
+		b.checkStorage(t, b.server, dataDB, tn)
+		if shared != 0 {
+			t.Fatalf("moved to its %s: %d rows left in the shared tables", to, shared)
+		}
+	}
+	b.checkServed(t, slug, rows)
+}
+
+// movable creates a shared tenant (its slug made from prefix) with rows
+// contacts and moves it to each destination of cycle in turn (see
+// timeMoves), which ends in the shared model. It returns the slug and the
+// kill window of a move.
+func (b *bundle) movable(t *testing.T, prefix string, rows int, cycle []dest) (slug string, w time.Duration) {
+	t.Helper()
+	slug = pgtest.UniqueName(prefix)
+	b.slugs = append(b.slugs, slug)
+	b.mustRun(t, "tenants", "create", slug, "--model", "shared")
+	b.addContacts(t, slug, rows)
+	return slug, b.timeMoves(t, slug, rows, cycle)
+}
+
+// timeMoves moves the tenant slug, which has rows contacts, to each
+// destination of cycle in turn and returns a kill window for such a move,
+// counted from its start in the catalog: the moves' mean duration less the
+// process's start-up.
+func (b *bundle) timeMoves(t *testing.T, slug string, rows int, cycle []dest) time.Duration {
+	t.Helper()
+	startup := b.timed(t, "tenants", "list")
+	var full time.Duration
+	for _, to := range cycle {
+		full += b.timed(t, to.args(slug)...)
+	}
+	full /= time.Duration(len(cycle))
+	t.Logf("process start-up %v, a move of %d rows in %v", startup, rows, full)
+	return full - startup
 }
