@@ -7,3 +7,6 @@ import "github.com/tenancyhq/tenancy/catalog"
 func SetHook(p *Provisioner, hook func(kind catalog.OpKind, step string, after bool) error) {
 	p.hook = hook
 }
+
+// BuildingMark is the comment p puts on a template database it is building.
+func BuildingMark(p *Provisioner) string { return p.templateOwner() + buildingMark }

@@ -94,6 +94,7 @@ func (p *Provisioner) buildTemplate(ctx context.Context, s *session, tmpl string
 	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, tmpl).Scan(&exists); err != nil || exists {
 		return err
 	}
+	p.dropAbandonedBuilds(ctx, conn)
 	suffix := make([]byte, 4)
 	_, _ = rand.Read(suffix)
 	build := tmpl + "_" + hex.EncodeToString(suffix)
@@ -104,6 +105,12 @@ func (p *Provisioner) buildTemplate(ctx context.Context, s *session, tmpl string
 		cctx := context.WithoutCancel(ctx)
 		_, _ = conn.Exec(cctx, "ALTER DATABASE "+dataplane.Ident(build)+" WITH IS_TEMPLATE false")
 		_ = dataplane.DropDatabase(cctx, conn, build)
+	}
+	// Marked as this installation's build in progress at once, so that a
+	// build after a crash here finds it and drops it.
+	if _, err := conn.Exec(ctx, "COMMENT ON DATABASE "+dataplane.Ident(build)+" IS "+dataplane.QuoteLiteral(p.templateOwner()+buildingMark)); err != nil {
+		drop()
+		return err
 	}
 	if err := p.fillTemplate(ctx, s, build); err != nil {
 		drop()
@@ -140,6 +147,29 @@ func (p *Provisioner) buildTemplate(ctx context.Context, s *session, tmpl string
 func (p *Provisioner) templateOwner() string {
 	sum := sha256.Sum256(append([]byte("tenancy template owner\x00"), p.cfg.Key...))
 	return "tenancy template of " + hex.EncodeToString(sum[:8])
+}
+
+// buildingMark ends the comment of a template database being built.
+const buildingMark = " (building)"
+
+// dropAbandonedBuilds drops the template databases this installation began
+// to build and never finished: a process killed while building leaves one.
+// It runs under the build's advisory lock, which every builder of the
+// installation on this server takes, so no build in progress is among them.
+// Failures are left for the next build.
+func (p *Provisioner) dropAbandonedBuilds(ctx context.Context, conn *pgx.Conn) {
+	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE shobj_description(oid, 'pg_database') = $1`, p.templateOwner()+buildingMark)
+	if err != nil {
+		return
+	}
+	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return
+	}
+	for _, db := range left {
+		_, _ = conn.Exec(ctx, "ALTER DATABASE "+dataplane.Ident(db)+" WITH IS_TEMPLATE false")
+		_ = dataplane.DropDatabase(ctx, conn, db)
+	}
 }
 
 // dropOldTemplates drops the templates this installation built for earlier

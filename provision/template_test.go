@@ -269,3 +269,33 @@ func TestModelChangeDropsOldTemplate(t *testing.T) {
 		t.Errorf("another installation's template %s was dropped", foreign)
 	}
 }
+
+// TestTemplateBuildLeftByACrash: a template database that a crashed build of
+// this installation left half-built is dropped by the next build; one that
+// another installation is building on the same server stays.
+func TestTemplateBuildLeftByACrash(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	files, model := freshModel(t, "extra_crash")
+	pv := b.newProvisioner(t, files, nil)
+	ours, theirs := provision.TemplateName(model)+"_deadbeef", provision.TemplateName(model)+"_0ther000"
+	for db, comment := range map[string]string{ours: provision.BuildingMark(pv), theirs: "tenancy template of 0123456789abcdef (building)"} {
+		if _, err := b.admin.Exec(ctx, "CREATE DATABASE "+db); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _, _ = b.admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db) })
+		if _, err := b.admin.Exec(ctx, "COMMENT ON DATABASE "+db+" IS '"+comment+"'"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.create(t, pv, &provision.CreateOpts{Slug: pgtest.UniqueName("cr-"), Model: tenancy.ModelDatabase, Server: b.server}); err != nil {
+		t.Fatal(err)
+	}
+	for db, want := range map[string]bool{ours: false, theirs: true, provision.TemplateName(model): true} {
+		var exists bool
+		if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, db).Scan(&exists); err != nil || exists != want {
+			t.Errorf("database %s exists: %v (%v), want %v", db, exists, err, want)
+		}
+	}
+}
