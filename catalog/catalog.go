@@ -30,8 +30,9 @@ const versionTable = "catalog.schema_migrations"
 
 // Catalog reads and writes the control plane.
 type Catalog struct {
-	pool *pgxpool.Pool
-	aead cipher.AEAD // encrypts servers' DSNs; nil: stored in clear (see SetSecretKey)
+	pool     *pgxpool.Pool
+	aead     cipher.AEAD   // encrypts servers' DSNs; nil: stored in clear (see SetSecretKey)
+	previous []cipher.AEAD // older keys, which still decrypt
 
 	locksOnce sync.Once
 	locks     *pgxpool.Pool // connections holding tenant locks; see LockTenant

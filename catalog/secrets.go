@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -36,25 +35,30 @@ func ParseSecretKey(s string) ([]byte, error) {
 
 // SetSecretKey makes the catalog encrypt the DSNs (with their passwords) of
 // the servers it records from now on, with AES-256-GCM under key, bound to
-// the server's name, and decrypt them when it reads them. DSNs recorded
-// before stay readable; EncryptServers encrypts them. Without a key, a DSN
-// stored encrypted cannot be read: reading its server fails saying so. The
-// key is not stored anywhere by tenancy: keep it apart from the catalog
-// (in the environment or a secret store), or a copy of the catalog gives
-// the servers away with it.
-func (c *Catalog) SetSecretKey(key []byte) error {
-	if len(key) != 32 {
-		return tenancy.Errorf(tenancy.CodeInvalid, "the secret key must be 32 bytes, not %d", len(key))
+// the server's name, and decrypt them when it reads them. previous are older
+// keys that still decrypt what they encrypted, while a key is rotated (see
+// EncryptServers). DSNs recorded in clear stay readable; EncryptServers
+// encrypts them. Without a key, a DSN stored encrypted cannot be read:
+// reading its server fails saying so. tenancy stores no key: keep it apart
+// from the catalog (in the environment or a secret store), or a copy of the
+// catalog gives the servers away with it.
+func (c *Catalog) SetSecretKey(key []byte, previous ...[]byte) error {
+	var aeads []cipher.AEAD
+	for _, k := range append([][]byte{key}, previous...) {
+		if len(k) != 32 {
+			return tenancy.Errorf(tenancy.CodeInvalid, "a secret key must be 32 bytes, not %d", len(k))
+		}
+		block, err := aes.NewCipher(k)
+		if err != nil {
+			return err
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return err
+		}
+		aeads = append(aeads, aead)
 	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return err
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return err
-	}
-	c.aead = aead
+	c.aead, c.previous = aeads[0], aeads[1:]
 	return nil
 }
 
@@ -69,43 +73,47 @@ func (c *Catalog) seal(name, dsn string) string {
 	return sealedPrefix + base64.RawStdEncoding.EncodeToString(c.aead.Seal(nonce, nonce, []byte(dsn), []byte(name)))
 }
 
-// reveal returns a stored DSN of server name as it was recorded.
-func (c *Catalog) reveal(name, stored string) (string, error) {
+// reveal returns a stored DSN of server name as it was recorded, and
+// whether it is stored as seal would store it now (in clear without a key,
+// encrypted with the current key with one).
+func (c *Catalog) reveal(name, stored string) (string, bool, error) {
 	sealed, ok := strings.CutPrefix(stored, sealedPrefix)
 	if !ok {
-		return stored, nil
+		return stored, c.aead == nil || stored == "", nil
 	}
 	if c.aead == nil {
-		return "", tenancy.Errorf(tenancy.CodeInternal, "server %q: its DSN is stored encrypted; give this process the secret key (TENANCY_SECRET_KEY)", name)
+		return "", false, tenancy.Errorf(tenancy.CodeInternal, "server %q: its DSN is stored encrypted; give this process the secret key (TENANCY_SECRET_KEY)", name)
 	}
 	b, err := base64.RawStdEncoding.DecodeString(sealed)
-	if err == nil && len(b) < c.aead.NonceSize() {
-		err = errors.New("too short")
-	}
-	var dsn []byte
 	if err == nil {
-		n := c.aead.NonceSize()
-		dsn, err = c.aead.Open(nil, b[:n], b[n:], []byte(name))
+		for i, aead := range append([]cipher.AEAD{c.aead}, c.previous...) {
+			n := aead.NonceSize()
+			if len(b) < n {
+				break
+			}
+			if dsn, err := aead.Open(nil, b[:n], b[n:], []byte(name)); err == nil {
+				return string(dsn), i == 0, nil
+			}
+		}
 	}
-	if err != nil {
-		return "", tenancy.Errorf(tenancy.CodeInternal, "server %q: its DSN cannot be decrypted with this secret key (another key encrypted it, or it was altered)", name)
-	}
-	return string(dsn), nil
+	return "", false, tenancy.Errorf(tenancy.CodeInternal, "server %q: its DSN cannot be decrypted with the secret key given (another key encrypted it, or it was altered)", name)
 }
 
 // revealServer decrypts s's DSNs in place.
 func (c *Catalog) revealServer(s *tenancy.Server) error {
 	var err error
-	if s.DSN, err = c.reveal(s.Name, s.DSN); err != nil {
+	if s.DSN, _, err = c.reveal(s.Name, s.DSN); err != nil {
 		return err
 	}
-	s.AppDSN, err = c.reveal(s.Name, s.AppDSN)
+	s.AppDSN, _, err = c.reveal(s.Name, s.AppDSN)
 	return err
 }
 
-// EncryptServers encrypts, with the catalog's secret key, the DSNs of every
-// server still stored in clear, in one transaction, and returns how many
-// servers it changed. Running it again changes nothing.
+// EncryptServers stores the DSNs of every server encrypted with the
+// catalog's current secret key: those in clear, and those encrypted with a
+// previous key (rotation: SetSecretKey(new, old), then this). It runs in one
+// transaction and returns how many servers it changed; running it again
+// changes nothing.
 func (c *Catalog) EncryptServers(ctx context.Context) (int, error) {
 	if c.aead == nil {
 		return 0, tenancy.Errorf(tenancy.CodeInvalid, "no secret key: set TENANCY_SECRET_KEY (32 bytes in hex or base64; `openssl rand -hex 32` makes one)")
@@ -125,17 +133,18 @@ func (c *Catalog) EncryptServers(ctx context.Context) (int, error) {
 			return dbError("read servers: %w", err)
 		}
 		for _, s := range all {
-			dsn, app := s.dsn, s.app
-			if !strings.HasPrefix(dsn, sealedPrefix) {
-				dsn = c.seal(s.name, dsn)
+			dsn, dsnCurrent, err := c.reveal(s.name, s.dsn)
+			if err != nil {
+				return err
 			}
-			if !strings.HasPrefix(app, sealedPrefix) {
-				app = c.seal(s.name, app)
+			app, appCurrent, err := c.reveal(s.name, s.app)
+			if err != nil {
+				return err
 			}
-			if dsn == s.dsn && app == s.app {
+			if dsnCurrent && appCurrent {
 				continue
 			}
-			if _, err := tx.Exec(ctx, `UPDATE catalog.servers SET dsn = $2, app_dsn = $3 WHERE name = $1`, s.name, dsn, app); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE catalog.servers SET dsn = $2, app_dsn = $3 WHERE name = $1`, s.name, c.seal(s.name, dsn), c.seal(s.name, app)); err != nil {
 				return dbError("encrypt server %q: %w", s.name, err)
 			}
 			n++

@@ -94,6 +94,29 @@ func TestSecretKey(t *testing.T) {
 	if err := cat.Pool().QueryRow(ctx, `SELECT count(*) FROM catalog.servers WHERE dsn NOT LIKE 'enc:v1:%'`).Scan(&clear); err != nil || clear != 0 {
 		t.Errorf("%d servers still in clear (%v)", clear, err)
 	}
+
+	// Rotation: the new key with the old one as previous reads both, and
+	// EncryptServers moves every server to the new key, once.
+	newKey := make([]byte, 32)
+	newKey[0] = 7
+	rotating := open(t, b.url)
+	if err := rotating.SetSecretKey(newKey, key); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := rotating.Server(ctx, "pg-2"); err != nil || s.DSN != dsn {
+		t.Fatalf("read with the previous key: %+v %v", s, err)
+	}
+	for want := range []int{2, 0} {
+		if n, err := rotating.EncryptServers(ctx); err != nil || n != 2-2*want {
+			t.Fatalf("rotate (run %d): %d %v", want+1, n, err)
+		}
+	}
+	if s, err := withKey(newKey).Server(ctx, "pg-2"); err != nil || s.DSN != dsn || s.AppDSN != app {
+		t.Errorf("read with the new key alone: %+v %v", s, err)
+	}
+	if _, err := withKey(key).Server(ctx, "pg-2"); err == nil {
+		t.Error("the old key alone still reads a rotated server")
+	}
 }
 
 func TestParseSecretKey(t *testing.T) {

@@ -91,7 +91,8 @@ Usage:
   tenancy servers list [--json]
   tenancy servers encrypt              encrypt the servers' DSNs stored in clear with $TENANCY_SECRET_KEY (32
                                        bytes, hex or base64), which every process then needs; with the key set,
-                                       servers added are stored encrypted
+                                       servers added are stored encrypted. To rotate: the new key in
+                                       $TENANCY_SECRET_KEY, the old one in $TENANCY_SECRET_KEY_PREVIOUS
   tenancy servers drain NAME [--to NAME] [--json]
                                        move every tenant off a server (same model), with progress
   tenancy tenants create SLUG --model shared|schema|database [--name N] [--tier T] [--server S] [--region R] [--json]

@@ -148,6 +148,13 @@ func (m *Main) open(ctx context.Context, c *common) (p *platform.Platform, dataU
 		if cfg.SecretKey, err = catalog.ParseSecretKey(k); err != nil {
 			return nil, "", fmt.Errorf("TENANCY_SECRET_KEY: %w", err)
 		}
+		if k := m.Getenv("TENANCY_SECRET_KEY_PREVIOUS"); k != "" {
+			prev, err := catalog.ParseSecretKey(k)
+			if err != nil {
+				return nil, "", fmt.Errorf("TENANCY_SECRET_KEY_PREVIOUS: %w", err)
+			}
+			cfg.PreviousSecretKeys = [][]byte{prev}
+		}
 	}
 	if m.tracer == nil {
 		if m.tracer, err = m.tracerProvider(ctx); err != nil {

@@ -83,7 +83,7 @@ func (m *Main) runServersEncrypt(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(m.Stdout, "%d servers' DSNs encrypted; every process of this installation now needs TENANCY_SECRET_KEY\n", n)
+	fmt.Fprintf(m.Stdout, "%d servers' DSNs encrypted with TENANCY_SECRET_KEY, which every process of this installation now needs\n", n)
 	return nil
 }
 

@@ -60,6 +60,9 @@ type Config struct {
 	// SecretKey, 32 bytes, encrypts the servers' DSNs in the catalog (see
 	// catalog.Catalog.SetSecretKey). Nil: they are stored in clear.
 	SecretKey []byte
+	// PreviousSecretKeys still decrypt what they encrypted, while the key
+	// is rotated (catalog.Catalog.EncryptServers).
+	PreviousSecretKeys [][]byte
 }
 
 // Platform is an open tenancy installation.
@@ -98,7 +101,7 @@ func Open(ctx context.Context, cfg Config) (*Platform, error) {
 		return nil, err
 	}
 	if cfg.SecretKey != nil {
-		if err := cat.SetSecretKey(cfg.SecretKey); err != nil {
+		if err := cat.SetSecretKey(cfg.SecretKey, cfg.PreviousSecretKeys...); err != nil {
 			cat.Close()
 			return nil, err
 		}
