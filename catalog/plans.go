@@ -33,6 +33,7 @@ type Overrides struct {
 	Burst            *int           `json:"burst,omitempty"`
 	MaxConcurrentTx  *int           `json:"max_concurrent_tx,omitempty"`
 	StatementTimeout *time.Duration `json:"statement_timeout,omitempty"`
+	DBTime           *float64       `json:"db_time,omitempty"`
 }
 
 // apply returns l with the overrides applied.
@@ -49,15 +50,18 @@ func (o Overrides) apply(l tenancy.Limits) tenancy.Limits {
 	if o.StatementTimeout != nil {
 		l.StatementTimeout = *o.StatementTimeout
 	}
+	if o.DBTime != nil {
+		l.DBTime = *o.DBTime
+	}
 	return l
 }
 
-const planColumns = `tier, rps, burst, max_concurrent_tx, statement_timeout_ms, updated_at`
+const planColumns = `tier, rps, burst, max_concurrent_tx, statement_timeout_ms, db_time, updated_at`
 
 func scanPlan(row pgx.Row) (*Plan, error) {
 	var p Plan
 	var ms int64
-	err := row.Scan(&p.Tier, &p.Limits.RPS, &p.Limits.Burst, &p.Limits.MaxConcurrentTx, &ms, &p.UpdatedAt)
+	err := row.Scan(&p.Tier, &p.Limits.RPS, &p.Limits.Burst, &p.Limits.MaxConcurrentTx, &ms, &p.Limits.DBTime, &p.UpdatedAt)
 	p.Limits.StatementTimeout = time.Duration(ms) * time.Millisecond
 	return &p, err
 }
@@ -98,13 +102,13 @@ func (c *Catalog) SetPlan(ctx context.Context, p *Plan) error {
 		return err
 	}
 	err := c.pool.QueryRow(ctx, `
-		INSERT INTO catalog.plans (tier, rps, burst, max_concurrent_tx, statement_timeout_ms)
-		VALUES ($1, $2, $3, $4, $5)
+		INSERT INTO catalog.plans (tier, rps, burst, max_concurrent_tx, statement_timeout_ms, db_time)
+		VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (tier) DO UPDATE SET rps = EXCLUDED.rps, burst = EXCLUDED.burst,
 			max_concurrent_tx = EXCLUDED.max_concurrent_tx, statement_timeout_ms = EXCLUDED.statement_timeout_ms,
-			updated_at = now()
+			db_time = EXCLUDED.db_time, updated_at = now()
 		RETURNING updated_at`,
-		string(p.Tier), p.Limits.RPS, p.Limits.Burst, p.Limits.MaxConcurrentTx, p.Limits.StatementTimeout.Milliseconds(),
+		string(p.Tier), p.Limits.RPS, p.Limits.Burst, p.Limits.MaxConcurrentTx, p.Limits.StatementTimeout.Milliseconds(), p.Limits.DBTime,
 	).Scan(&p.UpdatedAt)
 	if err != nil {
 		return fmt.Errorf("set plan %q: %w", p.Tier, err)
@@ -116,8 +120,8 @@ func (c *Catalog) SetPlan(ctx context.Context, p *Plan) error {
 func (c *Catalog) Overrides(ctx context.Context, id uuid.UUID) (Overrides, error) {
 	var o Overrides
 	var ms *int64
-	err := c.pool.QueryRow(ctx, `SELECT rps, burst, max_concurrent_tx, statement_timeout_ms
-		FROM catalog.plan_overrides WHERE tenant_id = $1`, id).Scan(&o.RPS, &o.Burst, &o.MaxConcurrentTx, &ms)
+	err := c.pool.QueryRow(ctx, `SELECT rps, burst, max_concurrent_tx, statement_timeout_ms, db_time
+		FROM catalog.plan_overrides WHERE tenant_id = $1`, id).Scan(&o.RPS, &o.Burst, &o.MaxConcurrentTx, &ms, &o.DBTime)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Overrides{}, nil
 	}
@@ -161,12 +165,12 @@ func (c *Catalog) SetOverrides(ctx context.Context, id uuid.UUID, o Overrides) e
 				ms = &v
 			}
 			_, err = tx.Exec(ctx, `
-				INSERT INTO catalog.plan_overrides (tenant_id, rps, burst, max_concurrent_tx, statement_timeout_ms)
-				VALUES ($1, $2, $3, $4, $5)
+				INSERT INTO catalog.plan_overrides (tenant_id, rps, burst, max_concurrent_tx, statement_timeout_ms, db_time)
+				VALUES ($1, $2, $3, $4, $5, $6)
 				ON CONFLICT (tenant_id) DO UPDATE SET rps = EXCLUDED.rps, burst = EXCLUDED.burst,
 					max_concurrent_tx = EXCLUDED.max_concurrent_tx,
-					statement_timeout_ms = EXCLUDED.statement_timeout_ms, updated_at = now()`,
-				id, o.RPS, o.Burst, o.MaxConcurrentTx, ms)
+					statement_timeout_ms = EXCLUDED.statement_timeout_ms, db_time = EXCLUDED.db_time, updated_at = now()`,
+				id, o.RPS, o.Burst, o.MaxConcurrentTx, ms, o.DBTime)
 		}
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23514" { // a CHECK the validation above missed

@@ -68,16 +68,16 @@ func TestLimits(t *testing.T) {
 	})
 	t.Run("Overrides", func(t *testing.T) {
 		other := b.createTenant(t, tenancy.ModelShared)
-		o := catalog.Overrides{MaxConcurrentTx: ptr(1), StatementTimeout: ptr(250 * time.Millisecond)}
+		o := catalog.Overrides{MaxConcurrentTx: ptr(1), StatementTimeout: ptr(250 * time.Millisecond), DBTime: ptr(0.25)}
 		if err := b.cat.SetOverrides(ctx, tn.ID, o); err != nil {
 			t.Fatal(err)
 		}
 		got, err := b.cat.Overrides(ctx, tn.ID)
-		if err != nil || *got.MaxConcurrentTx != 1 || *got.StatementTimeout != 250*time.Millisecond || got.RPS != nil || got.Burst != nil {
+		if err != nil || *got.MaxConcurrentTx != 1 || *got.StatementTimeout != 250*time.Millisecond || *got.DBTime != 0.25 || got.RPS != nil || got.Burst != nil {
 			t.Fatalf("overrides read back %+v (%v)", got, err)
 		}
 		want := free.Limits
-		want.MaxConcurrentTx, want.StatementTimeout = 1, 250*time.Millisecond
+		want.MaxConcurrentTx, want.StatementTimeout, want.DBTime = 1, 250*time.Millisecond, 0.25
 		if l, err := b.cat.Limits(ctx, tn); err != nil || l != want {
 			t.Fatalf("limits with overrides %v (%v), want %v", l, err, want)
 		}
@@ -107,6 +107,9 @@ func TestLimits(t *testing.T) {
 			"RateWithoutBurst":   {Burst: ptr(0)},
 			"InfiniteRate":       {RPS: ptr(math.Inf(1))},
 			"NegativeBurstOnPro": {Burst: ptr(-1)},
+			"NegativeDBTime":     {DBTime: ptr(-0.5)},
+			"NaNDBTime":          {DBTime: ptr(math.NaN())},
+			"DBTimeOver1000":     {DBTime: ptr(1001.0)},
 		}
 		for name, o := range bad {
 			tenanttest.WantCode(t, name, b.cat.SetOverrides(ctx, tn.ID, o), tenancy.CodeInvalid)
@@ -120,6 +123,7 @@ func TestLimits(t *testing.T) {
 			"EmptyTier":   {Tier: "", Limits: tenancy.Limits{RPS: 1, Burst: 1}},
 			"RateNoBurst": {Tier: "free", Limits: tenancy.Limits{RPS: 1}},
 			"NegativeTx":  {Tier: "free", Limits: tenancy.Limits{MaxConcurrentTx: -1}},
+			"InfDBTime":   {Tier: "free", Limits: tenancy.Limits{DBTime: math.Inf(1)}},
 		}
 		for name, p := range badPlans {
 			tenanttest.WantCode(t, name, b.cat.SetPlan(ctx, p), tenancy.CodeInvalid)

@@ -25,9 +25,11 @@ const (
 	defaultTxQueue = 64
 )
 
-// admit applies t's limits to a transaction about to start: it waits for one
+// admit applies t's limits to a transaction about to start: it refuses it
+// while the tenant is in debt of database time (see dbBudget), waits for one
 // of the tenant's slots, if its plan caps concurrent transactions, and returns
-// the statement timeout to set and the function that gives the slot back.
+// the statement timeout to set and the function to call when the transaction
+// ends, which charges its time and gives the slot back.
 // Over the cap, after waiting Config.TxWait (or until ctx's deadline, if
 // sooner) or when Config.TxQueue transactions of the tenant already wait, it
 // fails with CodeRateLimited. Unknown limits fail the transaction: a tenant is
@@ -43,8 +45,23 @@ func (r *Router) admit(ctx context.Context, t *tenancy.Tenant) (timeout time.Dur
 	if err := l.Validate(); err != nil { // the source's fault, not the caller's: not CodeInvalid
 		return 0, nil, tenancy.Errorf(tenancy.CodeInternal, "limits of tenant %q: %w", t.Slug, err)
 	}
+	if l.DBTime > 0 {
+		if ok, wait := r.dbTime.allow(t.ID, l.DBTime); !ok {
+			return 0, nil, tenancy.Errorf(tenancy.CodeRateLimited, "tenant %q has used more than its database time (%g s per second); retry in %v",
+				t.Slug, l.DBTime, wait.Round(time.Millisecond)+time.Millisecond)
+		}
+	}
+	// charge takes the transaction's time, from now (a slot held), from the
+	// tenant's budget.
+	charge := func() func() {
+		if l.DBTime == 0 {
+			return func() {}
+		}
+		start := time.Now()
+		return func() { r.dbTime.charge(t.ID, l.DBTime, time.Since(start)) }
+	}
 	if l.MaxConcurrentTx == 0 {
-		return l.StatementTimeout, func() {}, nil
+		return l.StatementTimeout, charge(), nil
 	}
 	wait := r.cfg.TxWait
 	if wait <= 0 {
@@ -63,7 +80,8 @@ func (r *Router) admit(ctx context.Context, t *tenancy.Tenant) (timeout time.Dur
 	case err != nil:
 		return 0, nil, err
 	}
-	return l.StatementTimeout, func() { r.slots.release(t.ID) }, nil
+	charged := charge()
+	return l.StatementTimeout, func() { charged(); r.slots.release(t.ID) }, nil
 }
 
 // timeoutSetting is the value of statement_timeout for the prelude: "" keeps

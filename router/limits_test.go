@@ -3,6 +3,7 @@ package router_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -384,4 +385,47 @@ func TestInvalidLimitsFromSource(t *testing.T) {
 	defer r.Close()
 	err = r.Tx(tenanttest.Ctx(tn), func(tx pgx.Tx) error { return nil })
 	tenanttest.WantCode(t, "transaction with invalid limits from the source", err, tenancy.CodeInternal)
+}
+
+// TestDBTimeBudget: a tenant whose transactions held connections longer than
+// its plan's database time is refused, 429-style, until it has paid the debt
+// back; another tenant is not; a larger budget takes effect without a
+// restart.
+func TestDBTimeBudget(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := tenanttest.Setup(t, nil)
+	if err := b.Platform.Catalog.SetPlan(ctx, &catalog.Plan{Tier: "metered", Limits: tenancy.Limits{DBTime: 0.05}}); err != nil {
+		t.Fatal(err)
+	}
+	heavy, light := createTier(t, b, "metered"), createTier(t, b, "metered")
+	r := limitedRouter(t, b, router.Config{})
+	sleep := func(tn *tenancy.Tenant, d string) error {
+		return r.Tx(tenanttest.Ctx(tn), func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `SELECT pg_sleep($1::float8)`, d)
+			return err
+		})
+	}
+	if err := sleep(heavy, "0.5"); err != nil { // 0.05 s earned, 0.5 s spent: 9 s to pay back
+		t.Fatal(err)
+	}
+	err := sleep(heavy, "0")
+	if tenancy.ErrorCode(err) != tenancy.CodeRateLimited || !strings.Contains(err.Error(), "database time") {
+		t.Fatalf("a tenant in debt of database time: %v, want rate_limited", err)
+	}
+	if err := sleep(light, "0"); err != nil {
+		t.Errorf("another tenant of the plan: %v", err)
+	}
+	// A larger budget earns from when the router learns it: the debt is
+	// paid back in about 5 ms instead of 9 s.
+	setOverrides(t, b, heavy, catalog.Overrides{DBTime: ptr(100.0)})
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		err := sleep(heavy, "0")
+		if err == nil {
+			break
+		}
+		if tenancy.ErrorCode(err) != tenancy.CodeRateLimited || time.Now().After(deadline) {
+			t.Fatalf("after a larger budget: %v", err)
+		}
+	}
 }

@@ -98,7 +98,8 @@ type Router struct {
 
 	conns sync.Map // *pgx.Conn → *connState, for every open connection
 
-	slots txSlots // each tenant's concurrent transactions (limits.go)
+	slots  txSlots  // each tenant's concurrent transactions (limits.go)
+	dbTime dbBudget // each tenant's database time (dbtime.go)
 }
 
 type serverPool struct {
@@ -135,7 +136,7 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Router{cfg: cfg, servers: map[string]*serverPool{}}
+	r := &Router{cfg: cfg, servers: map[string]*serverPool{}, dbTime: dbBudget{now: time.Now}}
 	if cfg.TracerProvider != nil {
 		r.tracer = cfg.TracerProvider.Tracer(tracerName)
 	}
