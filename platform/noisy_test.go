@@ -29,7 +29,7 @@ import (
 // connections the flooder held (sampled from pg_stat_activity: the flooder
 // has a database of its own, so its connections are those to that database).
 //
-//	TENANCY_BENCH_NOISY=1 go test ./platform -run TestNoisyNeighbour -count=1 -v [-args -flood-cap 2 -flood-timeout 50ms -rounds 3 -flood-unlimited]
+//	TENANCY_BENCH_NOISY=1 go test ./platform -run TestNoisyNeighbour -count=1 -v [-args -flood-cap 2 -flood-timeout 50ms -flood-dbtime 0.05 -rounds 3 -flood-unlimited]
 const (
 	noisyPhase   = 4 * time.Second
 	normalRPS    = 50 // per other tenant, under their plan's 200
@@ -44,6 +44,7 @@ var (
 	// floodUnlimited gives the flooder a plan without limits, for reference:
 	// what the limits protect from.
 	floodUnlimited = flag.Bool("flood-unlimited", false, "give the flooder no limits at all")
+	flooderDBTime  = flag.Float64("flood-dbtime", 0, "the flooder's budget of database time, seconds per second (0: none)")
 	noisyRounds    = flag.Int("rounds", 3, "rounds of baseline then flood")
 )
 
@@ -65,7 +66,7 @@ func TestNoisyNeighbour(t *testing.T) {
 		Limits:            &platform.LimitsConfig{TxWait: 100 * time.Millisecond},
 	})
 	p := b.Platform
-	floodPlan := tenancy.Limits{RPS: flooderLimit, Burst: flooderLimit, MaxConcurrentTx: *flooderCap, StatementTimeout: *flooderTimeout}
+	floodPlan := tenancy.Limits{RPS: flooderLimit, Burst: flooderLimit, MaxConcurrentTx: *flooderCap, StatementTimeout: *flooderTimeout, DBTime: *flooderDBTime}
 	if *floodUnlimited {
 		floodPlan = tenancy.Limits{}
 	}
@@ -221,6 +222,13 @@ func TestNoisyNeighbour(t *testing.T) {
 		t.Errorf("flooder: %d requests answered 500; its limits must be answered 429", n)
 	}
 	t.Logf("flooder: most server connections at once %d (cap %d)", noisy.mostConns, *flooderCap)
+	// The flooder is the only database-model tenant: its model's transactions are its own.
+	for _, s := range p.Router.TxStats() {
+		if s.Model == tenancy.ModelDatabase {
+			t.Logf("flooder: %d transactions asked of the router (refused ones too), holding connections %.2f s in all (%.3f s per second of flood; budget %g)",
+				s.Committed+s.Failed, s.Seconds, s.Seconds/noisy.elapsed.Seconds(), *flooderDBTime)
+		}
+	}
 	ratio := float64(pct(noisy.latencies, 0.99)) / float64(pct(base.latencies, 0.99))
 	t.Logf("others' p99 under the flood: %.2fx baseline (target <= 1.25x)", ratio)
 
