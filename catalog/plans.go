@@ -36,8 +36,8 @@ type Overrides struct {
 	DBTime           *float64       `json:"db_time,omitempty"`
 }
 
-// apply returns l with the overrides applied.
-func (o Overrides) apply(l tenancy.Limits) tenancy.Limits {
+// Apply returns l with the overrides applied.
+func (o Overrides) Apply(l tenancy.Limits) tenancy.Limits {
 	if o.RPS != nil {
 		l.RPS = *o.RPS
 	}
@@ -153,7 +153,7 @@ func (c *Catalog) SetOverrides(ctx context.Context, id uuid.UUID, o Overrides) e
 		if err != nil {
 			return err
 		}
-		if err := o.apply(plan.Limits).Validate(); err != nil {
+		if err := o.Apply(plan.Limits).Validate(); err != nil {
 			return err
 		}
 		if o == (Overrides{}) {
@@ -210,7 +210,7 @@ func (c *Catalog) Limits(ctx context.Context, t *tenancy.Tenant) (tenancy.Limits
 	if err != nil {
 		return tenancy.Limits{}, err
 	}
-	l := o.apply(plan.Limits)
+	l := o.Apply(plan.Limits)
 	if err := l.Validate(); err != nil {
 		// Only if the tables were changed by hand, or a plan changed under an
 		// override of part of it: the platform's fault, not the caller's, so

@@ -127,6 +127,12 @@ Usage:
   tenancy audit verify --control [--json]
                                        the control plane's log: tenants created, suspended, deleted, purged,
                                        migrations run…, with the operator ($TENANCY_OPERATOR, else the OS user)
+  tenancy plans list [--json]
+  tenancy plans set TIER [--rps N --burst N] [--max-tx N] [--statement-timeout D] [--db-time S] [--json]
+                                       a tier's limits (flags not given keep their values); every app node
+                                       applies a change within moments, without a restart
+  tenancy tenants limits SLUG [same flags] [--clear] [--json]
+                                       the tenant's limits; the flags override its plan's, --clear drops that
   tenancy operators add|rotate NAME [--json]
                                        a named operator of the control API and its token, shown once (rotate:
                                        a new token, the old one stops working); its actions are recorded as
@@ -174,8 +180,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		}
 		return nil
 	}
-	if len(args) > 1 && args[0] == "tenants" && moveCommands[args[1]] != nil { // see move.go
-		return moveCommands[args[1]](m, ctx, args[2:])
+	if len(args) > 1 && args[0] == "tenants" && tenantsCommands[args[1]] != nil { // see move.go
+		return tenantsCommands[args[1]](m, ctx, args[2:])
 	}
 	switch args[0] {
 	case "demo":
@@ -192,6 +198,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.runAudit(ctx, args[1:])
 	case "operators":
 		return m.runOperators(ctx, args[1:])
+	case "plans":
+		return m.runPlans(ctx, args[1:])
 	}
 	fmt.Fprintf(m.Stderr, "tenancy: unknown command %q\n\n%s", args[0], usage)
 	return errUsage

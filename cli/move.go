@@ -12,12 +12,13 @@ import (
 	"github.com/tenancyhq/tenancy/move"
 )
 
-// moveCommands are the tenants subcommands of this file.
-var moveCommands = map[string]func(*Main, context.Context, []string) error{
+// tenantsCommands are the tenants subcommands written outside tenants.go.
+var tenantsCommands = map[string]func(*Main, context.Context, []string) error{
 	"move":   (*Main).runTenantsMove,
 	"export": (*Main).runTenantsExport,
 	"import": (*Main).runTenantsImport,
 	"kept":   (*Main).runTenantsKept,
+	"limits": (*Main).runTenantsLimits, // see plans.go
 }
 
 // runTenantsKept lists, or with --drop removes, the copies of a tenant that

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/catalog"
@@ -213,5 +214,75 @@ func TestServersEncrypt(t *testing.T) {
 	env["TENANCY_SECRET_KEY"] = strings.Repeat("ab", 32)
 	if r := run(t, env, "tenants", "delete", slug); r.code != 0 {
 		t.Errorf("tenants delete: %d %s", r.code, r.err)
+	}
+}
+
+// TestPlansCommands: plans set changes the flags given and keeps the rest;
+// tenants limits overrides a tenant's plan and clears the overrides; bad
+// input exits 2 and changes nothing.
+func TestPlansCommands(t *testing.T) {
+	t.Parallel()
+	s := pgtest.DefaultServer(t)
+	env := map[string]string{"TENANCY_DATABASE_URL": s.URL(s.NewDatabase(t, ""))}
+	if r := run(t, env, "servers", "add", "pg1", "--dsn", s.URL(s.NewDatabase(t, ""))); r.code != 0 {
+		t.Fatalf("servers add: %d %s", r.code, r.err)
+	}
+	limitsOf := func(args ...string) tenancy.Limits {
+		t.Helper()
+		r := run(t, env, append(args, "--json")...)
+		var out []struct{ Limits tenancy.Limits }
+		if err := json.Unmarshal([]byte(r.out), &out); r.code != 0 || err != nil || len(out) != 1 {
+			t.Fatalf("%v: %d %s %s", args, r.code, r.out, r.err)
+		}
+		return out[0].Limits
+	}
+	if l := limitsOf("plans", "set", "metered", "--rps", "5", "--burst", "10", "--db-time", "0.1"); l != (tenancy.Limits{RPS: 5, Burst: 10, DBTime: 0.1}) {
+		t.Errorf("a new plan: %+v", l)
+	}
+	if l := limitsOf("plans", "set", "metered", "--max-tx", "3", "--statement-timeout", "2s"); l != (tenancy.Limits{RPS: 5, Burst: 10, DBTime: 0.1, MaxConcurrentTx: 3, StatementTimeout: 2 * time.Second}) {
+		t.Errorf("a plan changed: %+v", l)
+	}
+	before := run(t, env, "plans", "list", "--json").out
+	for _, args := range [][]string{
+		{"plans", "set", "metered", "--burst", "0"},    // a rate without a burst
+		{"plans", "set", "metered", "--db-time", "-1"}, // negative
+		{"plans", "set", "Bad Tier", "--rps", "1", "--burst", "1"},
+		{"plans", "set"},
+		{"plans", "list", "--rps", "1"},
+		{"plans", "frobnicate"},
+	} {
+		if r := run(t, env, args...); r.code != 2 {
+			t.Errorf("%v: exit %d (%s), want 2", args, r.code, r.err)
+		}
+	}
+	if after := run(t, env, "plans", "list", "--json").out; after != before || !strings.Contains(after, `"tier": "metered"`) {
+		t.Errorf("bad input changed the plans:\n%s\nwas\n%s", after, before)
+	}
+
+	slug := pgtest.UniqueName("pl")
+	if r := run(t, env, "tenants", "create", slug, "--model", "shared", "--tier", "metered"); r.code != 0 {
+		t.Fatalf("tenants create: %d %s", r.code, r.err)
+	}
+	tenantLimits := func(args ...string) (int, tenancy.Limits) {
+		t.Helper()
+		r := run(t, env, append(append([]string{"tenants", "limits", slug}, args...), "--json")...)
+		var out struct{ Limits tenancy.Limits }
+		_ = json.Unmarshal([]byte(r.out), &out)
+		return r.code, out.Limits
+	}
+	if code, l := tenantLimits("--db-time", "0.5"); code != 0 || l.DBTime != 0.5 || l.RPS != 5 {
+		t.Errorf("an override: %d %+v", code, l)
+	}
+	if code, l := tenantLimits("--max-tx", "1"); code != 0 || l.DBTime != 0.5 || l.MaxConcurrentTx != 1 {
+		t.Errorf("a second override keeps the first: %d %+v", code, l)
+	}
+	if code, _ := tenantLimits("--rps", "-3"); code != 2 {
+		t.Errorf("a bad override: exit %d, want 2", code)
+	}
+	if code, l := tenantLimits("--clear"); code != 0 || l.DBTime != 0.1 || l.MaxConcurrentTx != 3 {
+		t.Errorf("cleared: %d %+v", code, l)
+	}
+	if r := run(t, env, "tenants", "limits", "nobody-here"); r.code != 3 {
+		t.Errorf("an unknown tenant: exit %d, want 3", r.code)
 	}
 }
