@@ -250,7 +250,7 @@ func FuzzCreateTenantBody(f *testing.F) {
 var opFields = map[string][]string{
 	controlapi.OpChangeTier: {"tier"},
 	controlapi.OpPurge:      {"confirm"},
-	controlapi.OpMove:       {"model", "server", "keep_source"},
+	controlapi.OpMove:       {"model", "tier", "server", "keep_source"},
 	controlapi.OpSuspend:    nil,
 	controlapi.OpResume:     nil,
 	controlapi.OpDelete:     nil,

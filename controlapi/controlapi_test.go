@@ -621,3 +621,47 @@ func TestNoSharedToken(t *testing.T) {
 		}
 	}
 }
+
+// TestControlAPIMoveByTier: a move by tier sets the tier and moves the tenant
+// to the tier's model in the background; posted again, the tenant is there
+// already and only the tier is set; bad input names its field.
+func TestControlAPIMoveByTier(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	tn := b.Tenants[0] // shared, free
+	post := func(body any) controlapi.OpResource {
+		t.Helper()
+		code, out, _ := b.do(t, token, "POST", "/v1/tenants/"+tn.Slug+"/move", body)
+		var op controlapi.OpResource
+		if err := json.Unmarshal(out, &op); code != 202 || err != nil {
+			t.Fatalf("move %v: %d %s", body, code, out)
+		}
+		op, out = b.await(t, op)
+		if op.State != controlapi.OpSucceeded || op.Step != "done" {
+			t.Fatalf("move %v: %s", body, out)
+		}
+		return op
+	}
+	post(map[string]string{"tier": "pro"})
+	now, err := b.Platform.Catalog.Tenant(ctx, tn.ID)
+	if err != nil || now.Tier != "pro" || now.Model != tenancy.ModelSchema {
+		t.Fatalf("after a move to the pro tier: %+v %v", now, err)
+	}
+	post(map[string]string{"tier": "pro"}) // there already: nothing moves
+	if again, err := b.Platform.Catalog.Tenant(ctx, tn.ID); err != nil || again.Placement != now.Placement {
+		t.Errorf("posted again, the tenant moved: %+v %v", again, err)
+	}
+	for _, c := range []struct {
+		body  any
+		field string
+	}{
+		{map[string]string{"tier": "Not A Tier"}, "tier"},
+		{map[string]string{"tier": "pro", "model": "schema"}, "model"},
+		{map[string]string{"tier": "pro", "server": "pg9"}, "server"},
+	} {
+		if code, out, p := b.do(t, token, "POST", "/v1/tenants/"+tn.Slug+"/move", c.body); code != 400 || p.Field != c.field {
+			t.Errorf("%v: %d %s, want 400 naming %s", c.body, code, out, c.field)
+		}
+	}
+}

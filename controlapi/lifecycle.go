@@ -52,20 +52,34 @@ type background func(ctx context.Context, t *tenancy.Tenant, body json.RawMessag
 // moveOperation checks a move's destination before answering, so that a bad
 // one is refused with the field it names; the move itself (see package move)
 // runs in the background, the tenant working meanwhile. An interrupted move
-// is finished or rolled back by posting it again.
+// is finished or rolled back by posting it again. With "tier" instead of
+// "model", the tenant gets that tier and moves to the tier's model
+// (move.Mover.ChangeTier with the default policy: free → shared, pro →
+// schema, enterprise → database), as `tenancy tenants move --tier` does.
 func moveOperation(p *platform.Platform) background {
 	return func(ctx context.Context, t *tenancy.Tenant, body json.RawMessage) (func(context.Context, progress) (any, error), error) {
 		var in struct {
 			Model      string `json:"model"`
+			Tier       string `json:"tier"`
 			Server     string `json:"server"`
 			KeepSource bool   `json:"keep_source"`
 		}
 		if err := decodeOpBody(body, &in); err != nil {
 			return nil, err
 		}
-		model, err := tenancy.ParseModel(in.Model)
-		if err != nil {
-			return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "model", "%s", err.Error())
+		var model tenancy.Model
+		var err error
+		switch {
+		case in.Tier == "":
+			if model, err = tenancy.ParseModel(in.Model); err != nil {
+				return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "model", "%s (or give a tier)", err.Error())
+			}
+		case in.Model != "":
+			return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "model", "give a model or a tier, not both")
+		default:
+			if err := tenancy.ValidateName("tier", in.Tier); err != nil {
+				return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "tier", "%s", err.Error())
+			}
 		}
 		server := t.Placement.Server
 		if in.Server != "" {
@@ -86,15 +100,24 @@ func moveOperation(p *platform.Platform) background {
 		if err != nil {
 			return nil, err
 		}
-		if !unfinished && model == t.Model && server == t.Placement.Server {
+		if !unfinished && in.Tier == "" && model == t.Model && server == t.Placement.Server {
 			return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "model", "tenant %q is already a %s tenant on server %q", t.Slug, model, server)
 		}
 		if !unfinished && t.Status != tenancy.StatusActive {
 			return nil, tenancy.Errorf(tenancy.CodeConflict, "tenant %q is %s: only an active tenant can be moved", t.Slug, t.Status)
 		}
+		opts := &move.Opts{To: model, Server: in.Server, KeepSource: in.KeepSource}
 		return func(ctx context.Context, report progress) (any, error) {
-			return p.Mover.Move(ctx, t.Slug, &move.Opts{To: model, Server: in.Server, KeepSource: in.KeepSource,
-				Progress: func(pr move.Progress) { report(pr.Step, pr.Rows) }})
+			opts.Progress = func(pr move.Progress) { report(pr.Step, pr.Rows) }
+			if in.Tier == "" {
+				return p.Mover.Move(ctx, t.Slug, opts)
+			}
+			nt, res, err := p.Mover.ChangeTier(ctx, t.Slug, tenancy.Tier(in.Tier), nil, opts)
+			if err != nil || res != nil {
+				return res, err
+			}
+			report("done", 0) // the tier's model is the tenant's already
+			return nt, nil
 		}, nil
 	}
 }
