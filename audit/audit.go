@@ -23,6 +23,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -68,6 +69,18 @@ type ListOpts struct {
 	After int64
 	// Limit is the page size: default 100, at most 1000.
 	Limit int
+}
+
+// ParseRow reads a row's key given as a JSON object, e.g. {"id": 7}, for
+// ListOpts.Row. The error (CodeInvalid) names the field "row".
+func ParseRow(s string) (map[string]any, error) {
+	var row map[string]any
+	d := json.NewDecoder(strings.NewReader(s))
+	d.UseNumber()
+	if err := d.Decode(&row); err != nil || row == nil || d.More() || len(row) == 0 {
+		return nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "row", `row must be a row's key as a JSON object, e.g. {"id": 7}`)
+	}
+	return row, nil
 }
 
 // List returns a page of tenant's entries in schema, oldest first, and the

@@ -33,7 +33,9 @@ func (m *Main) runAudit(ctx context.Context, args []string) error {
 	fs.StringVar(&until, "until", "", "entries before this time (RFC 3339)")
 	fs.StringVar(&opts.Actor, "actor", "", "only this actor, e.g. user:42")
 	fs.StringVar(&opts.Table, "table", "", "only this table")
-	fs.Int64Var(&opts.After, "after", 0, "cursor: the last sequence number of the previous page")
+	fs.Int64Var(&opts.After, "after", 0, "cursor: the number printed after \"more: --after\" below the previous page")
+	var row string
+	fs.StringVar(&row, "row", "", `only the entries of one row, by its key as JSON, e.g. '{"id": 7}'`)
 	fs.IntVar(&opts.Limit, "limit", 100, "page size, 1 to 1000")
 	pos, err := parse(fs, args[1:])
 	if err != nil {
@@ -59,6 +61,14 @@ func (m *Main) runAudit(ctx context.Context, args []string) error {
 		}
 		if *f.dst, err = time.Parse(time.RFC3339, f.text); err != nil {
 			return tenancy.Errorf(tenancy.CodeInvalid, "--since and --until take RFC 3339 times like 2026-11-24T10:00:00Z, got %q", f.text)
+		}
+	}
+	if row != "" {
+		if control {
+			return m.usageError("audit list --tenant SLUG --row KEY: --row is for a tenant's log")
+		}
+		if opts.Row, err = audit.ParseRow(row); err != nil {
+			return err
 		}
 	}
 	if (kind != "" || operator != "") && !control {

@@ -61,6 +61,9 @@ func TestAuditCommands(t *testing.T) {
 	if r := run(t, env, "audit", "list", "--tenant", slug, "--after", "2"); r.code != 0 || !strings.Contains(r.out, "Initech") {
 		t.Errorf("audit list --after 2: %d %s %s", r.code, r.out, r.err)
 	}
+	if r := run(t, env, "audit", "list", "--tenant", slug, "--row", `{"id": 2}`); r.code != 0 || !strings.Contains(r.out, "Globex") || strings.Contains(r.out, "Acme") {
+		t.Errorf("audit list --row: %d %s %s", r.code, r.out, r.err)
+	}
 	if r := run(t, env, "audit", "verify", "--tenant", slug); r.code != 0 || !strings.Contains(r.out, "3 entries verify") {
 		t.Errorf("audit verify: %d %s %s", r.code, r.out, r.err)
 	}
@@ -70,6 +73,8 @@ func TestAuditCommands(t *testing.T) {
 	}{
 		{[]string{"audit", "list", "--tenant", slug, "--since", "yesterday"}, 2},
 		{[]string{"audit", "list", "--tenant", slug, "--limit", "0"}, 2},
+		{[]string{"audit", "list", "--tenant", slug, "--row", "7"}, 2},
+		{[]string{"audit", "list", "--control", "--row", `{"id": 1}`}, 2},
 		{[]string{"audit", "verify", "--tenant", "no-such-tenant"}, 3},
 		{[]string{"audit", "verify"}, 2},
 		{[]string{"audit", "erase", "--tenant", slug}, 2},

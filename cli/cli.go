@@ -120,7 +120,7 @@ Usage:
                                        restore an exported tenant, in any model, at the same data model version
   tenancy migrate up [--canary N | --group G] [--fail-fast] [--parallel N] [--per-server N] [--json]
   tenancy migrate status [--json]      every target's version, pending migrations and drift
-  tenancy audit list --tenant SLUG [--since T] [--until T] [--actor A] [--table T] [--after N] [--limit N] [--json]
+  tenancy audit list --tenant SLUG [--since T] [--until T] [--actor A] [--table T] [--row KEY] [--after N] [--limit N] [--json]
   tenancy audit verify --tenant SLUG [--json]
                                        check the tenant's hash-chained audit log; names the first bad entry
   tenancy audit list --control [--tenant SLUG] [--kind K] [--operator O] [--since T] [--until T] [--after N] [--limit N] [--json]

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -187,6 +188,31 @@ func TestControlAPI(t *testing.T) {
 		}
 		if code, _, p := b.do(t, token, "GET", "/v1/tenants/"+shared.Slug+"/audit?limit=x", nil); code != 400 || p.Field != "limit" {
 			t.Errorf("bad limit: %d %+v", code, p)
+		}
+		// By row and time range.
+		count := func(query string) int {
+			t.Helper()
+			code, body, _ := b.do(t, token, "GET", "/v1/tenants/"+shared.Slug+"/audit?"+query, nil)
+			var out struct{ Items []json.RawMessage }
+			if err := json.Unmarshal(body, &out); code != 200 || err != nil {
+				t.Fatalf("audit?%s: %d %s", query, code, body)
+			}
+			return len(out.Items)
+		}
+		for query, want := range map[string]int{
+			"table=contacts&row=" + url.QueryEscape(`{"id": 1}`):                   1,
+			"table=contacts&row=" + url.QueryEscape(`{"id": 2}`):                   0,
+			"since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00Z&table=contacts": 1,
+			"until=2000-01-01T00:00:00Z":                                           0,
+		} {
+			if got := count(query); got != want {
+				t.Errorf("audit?%s: %d entries, want %d", query, got, want)
+			}
+		}
+		for query, field := range map[string]string{"row=7": "row", "row=%7B%7D": "row", "since=yesterday": "since", "until=2026": "until"} {
+			if code, _, p := b.do(t, token, "GET", "/v1/tenants/"+shared.Slug+"/audit?"+query, nil); code != 400 || p.Field != field {
+				t.Errorf("audit?%s: %d %+v, want 400 naming %s", query, code, p, field)
+			}
 		}
 	})
 

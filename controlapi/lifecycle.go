@@ -181,12 +181,8 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) (int, any, erro
 	}); err != nil {
 		return 0, nil, err
 	}
-	if v := q.Get("since"); v != "" {
-		at, err := time.Parse(time.RFC3339, v)
-		if err != nil {
-			return 0, nil, tenancy.FieldErrorf(tenancy.CodeInvalid, "since", "since must be an RFC 3339 time")
-		}
-		opts.Since = at
+	if err := timeParams(q, map[string]*time.Time{"since": &opts.Since, "until": &opts.Until}); err != nil {
+		return 0, nil, err
 	}
 	events, next, err := a.cfg.Platform.Catalog.Events(r.Context(), opts)
 	if err != nil {

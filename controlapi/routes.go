@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -214,6 +215,14 @@ func (a *API) tenantAudit(w http.ResponseWriter, r *http.Request) (int, any, err
 	}); err != nil {
 		return 0, nil, err
 	}
+	if err := timeParams(q, map[string]*time.Time{"since": &opts.Since, "until": &opts.Until}); err != nil {
+		return 0, nil, err
+	}
+	if v := q.Get("row"); v != "" {
+		if opts.Row, err = audit.ParseRow(v); err != nil {
+			return 0, nil, err
+		}
+	}
 	var entries []audit.Entry
 	var next int64
 	err = a.adminTx(r, t, "control api: read the audit log of", func(tx pgx.Tx) (err error) {
@@ -227,6 +236,23 @@ func (a *API) tenantAudit(w http.ResponseWriter, r *http.Request) (int, any, err
 		entries = []audit.Entry{}
 	}
 	return http.StatusOK, map[string]any{"items": entries, "next": next}, nil
+}
+
+// timeParams parses the query parameters named in set, when present, as RFC
+// 3339 times.
+func timeParams(q url.Values, set map[string]*time.Time) error {
+	for name, dst := range set {
+		v := q.Get(name)
+		if v == "" {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return tenancy.FieldErrorf(tenancy.CodeInvalid, name, "%s must be an RFC 3339 time like 2026-11-24T10:00:00Z", name)
+		}
+		*dst = at
+	}
+	return nil
 }
 
 // numberParams parses the query parameters named in set, when present, as
