@@ -83,10 +83,12 @@ Usage:
                                        create one tenant per isolation model with sample data and a demo
                                        user, serve the example CRM, the control API and the dashboard on
                                        loopback, and print how to try them; Ctrl-C stops
-  tenancy serve [--addr A] [--operator-token T]
+  tenancy serve [--addr A] [--operator-token T] [--redis URL [--redis-fail open|closed]]
                                        the same server, without sample data; the control API and dashboard
                                        open to named operators' tokens (tenancy operators add) and to the
-                                       shared token T, if given ($TENANCY_OPERATOR_TOKEN); one is needed
+                                       shared token T, if given ($TENANCY_OPERATOR_TOKEN); one is needed.
+                                       --redis ($TENANCY_REDIS_URL): every node shares each tenant's request
+                                       budget there; while it is down, open: each node's own, closed: 503
   tenancy servers add NAME --dsn URL [--region R] [--capacity N]
   tenancy servers list [--json]
   tenancy servers encrypt              encrypt the servers' DSNs stored in clear with $TENANCY_SECRET_KEY (32

@@ -45,6 +45,10 @@ func (m *Main) runDemo(ctx context.Context, args []string) error {
 	}
 	sf.fallbackPort = !flagSet(fs, "addr")
 	c.limits = true
+	var err error
+	if c.redis, err = m.redisLimits(&sf); err != nil {
+		return err
+	}
 	p, dataURL, err := m.open(ctx, &c)
 	if err != nil {
 		return err

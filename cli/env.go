@@ -26,8 +26,9 @@ type common struct {
 	dataDir     string
 	migrations  string
 	json        bool
-	retention   time.Duration // how long deleted tenants are kept; 0: the default
-	limits      bool          // enforce tenants' plans (the serving commands)
+	retention   time.Duration          // how long deleted tenants are kept; 0: the default
+	limits      bool                   // enforce tenants' plans (the serving commands)
+	redis       *platform.LimitsConfig // with limits: Redis-backed request budgets; nil: each node's own
 }
 
 func (m *Main) flags(name string, c *common) *flag.FlagSet {
@@ -166,6 +167,9 @@ func (m *Main) open(ctx context.Context, c *common) (p *platform.Platform, dataU
 		// Each tenant's plan: requests per second per node, concurrent
 		// transactions, statement timeout.
 		cfg.Limits = &platform.LimitsConfig{}
+		if c.redis != nil {
+			cfg.Limits = c.redis
+		}
 	}
 	p, err = platform.Open(ctx, cfg)
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/controlapi"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/internal/redistest"
 	"github.com/tenancyhq/tenancy/internal/tenanttest"
 )
 
@@ -391,4 +392,32 @@ func TestDemoCatchesUp(t *testing.T) {
 	if r := run(t, env, "migrate", "status"); strings.Contains(r.out, "stale") || r.code != 0 {
 		t.Errorf("after the demo, migrate status: %d\n%s%s", r.code, r.out, r.err)
 	}
+}
+
+// TestServeWithRedis: serve keeps request budgets in Redis when given one,
+// and says so in its metrics; bad Redis options exit 2 before anything
+// starts.
+func TestServeWithRedis(t *testing.T) {
+	t.Parallel()
+	s := pgtest.DefaultServer(t)
+	env := map[string]string{"TENANCY_DATABASE_URL": s.URL(s.NewDatabase(t, "")), "TENANCY_OPERATOR_TOKEN": "serve-test-operator-token"}
+	for _, args := range [][]string{{"--redis", "http://nowhere"}, {"--redis-fail", "maybe"}} {
+		if r := run(t, env, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...); r.code != 2 {
+			t.Errorf("serve %v: exit %d (%s), want 2", args, r.code, r.err)
+		}
+	}
+	env["TENANCY_REDIS_URL"] = redistest.Start(t).URL()
+	runServing(t, env, func(out string) {
+		_, rest, _ := strings.Cut(out, "serving on ")
+		base, _, _ := strings.Cut(rest, " ")
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(b), "tenancy_ratelimit_redis_down 0") || !strings.Contains(string(b), `tenancy_ratelimit_redis_events_total{event="fallback"} 0`) {
+			t.Errorf("metrics of a server with Redis:\n%s", b)
+		}
+	}, "serve", "--addr", "127.0.0.1:0", "--redis-fail", "closed")
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/riverqueue/river"
 
 	"github.com/tenancyhq/tenancy"
@@ -27,6 +28,8 @@ import (
 type serveFlags struct {
 	addr          string
 	operatorToken string
+	redisURL      string // shared request budgets; "": each node its own
+	redisFail     string // open or closed
 	// fallbackPort: if addr is taken, listen on a free port of its host.
 	fallbackPort bool
 }
@@ -35,6 +38,9 @@ func (m *Main) serveFlags(fs *flag.FlagSet, sf *serveFlags, addr string) {
 	fs.StringVar(&sf.addr, "addr", addr, "the address to listen on")
 	fs.StringVar(&sf.operatorToken, "operator-token", m.Getenv("TENANCY_OPERATOR_TOKEN"),
 		"the token of the control API and the dashboard (default: $TENANCY_OPERATOR_TOKEN)")
+	fs.StringVar(&sf.redisURL, "redis", m.Getenv("TENANCY_REDIS_URL"),
+		"redis:// URL where every app node keeps the tenants' request budgets (default: $TENANCY_REDIS_URL; none: each node its own)")
+	fs.StringVar(&sf.redisFail, "redis-fail", "open", "while Redis is unavailable: open (each node's own budget) or closed (503)")
 }
 
 // flagSet reports whether the flag was given on the command line.
@@ -61,6 +67,9 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		return tenancy.Errorf(tenancy.CodeInvalid, "the shared operator token must be at least 16 characters (--operator-token or TENANCY_OPERATOR_TOKEN)")
 	}
 	c.limits = true
+	if c.redis, err = m.redisLimits(&sf); err != nil {
+		return err
+	}
 	p, _, err := m.open(ctx, &c)
 	if err != nil {
 		return err
@@ -71,6 +80,27 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		}
 	}
 	return m.serve(ctx, p, nil, &sf, false)
+}
+
+// redisLimits returns the Redis-backed request limits that sf asks for, or
+// nil for each node's own. The client gives up on an unavailable Redis
+// quickly (see ratelimit.RedisConfig.Client); Close closes it.
+func (m *Main) redisLimits(sf *serveFlags) (*platform.LimitsConfig, error) {
+	if sf.redisFail != "open" && sf.redisFail != "closed" {
+		return nil, tenancy.Errorf(tenancy.CodeInvalid, "--redis-fail must be open or closed, got %q", sf.redisFail)
+	}
+	if sf.redisURL == "" {
+		return nil, nil
+	}
+	opts, err := redis.ParseURL(sf.redisURL)
+	if err != nil {
+		return nil, tenancy.Errorf(tenancy.CodeInvalid, "--redis (or TENANCY_REDIS_URL) must be a redis:// URL: %v", err)
+	}
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 100*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
+	opts.MaxRetries, opts.DialerRetries = 1, 1
+	client := redis.NewClient(opts)
+	m.closers = append(m.closers, func() { _ = client.Close() })
+	return &platform.LimitsConfig{Redis: client, FailClosed: sf.redisFail == "closed"}, nil
 }
 
 // anyOperator fails unless the catalog has an operator who is not revoked:

@@ -13,6 +13,7 @@ import (
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/migrate"
 	"github.com/tenancyhq/tenancy/platform"
+	"github.com/tenancyhq/tenancy/ratelimit"
 )
 
 // metrics counts requests by area and status class, and reads the rest
@@ -158,6 +159,21 @@ func (m *metrics) serve(w http.ResponseWriter, r *http.Request) {
 		for _, s := range ss {
 			fmt.Fprintf(w, "tenancy_router_waiting{server=%q} %d\n", s.Name, m.p.Router.Stats(s.Name).Waiting)
 		}
+	}
+	if rl, ok := m.p.Limiter.(*ratelimit.Redis); ok {
+		rs := rl.Stats()
+		down := 0
+		if rs.Down {
+			down = 1
+		}
+		fmt.Fprintln(w, "# HELP tenancy_ratelimit_redis_down 1 while the rate limiter takes Redis as unavailable, else 0.")
+		fmt.Fprintln(w, "# TYPE tenancy_ratelimit_redis_down gauge")
+		fmt.Fprintf(w, "tenancy_ratelimit_redis_down %d\n", down)
+		fmt.Fprintln(w, "# HELP tenancy_ratelimit_redis_events_total Calls to Redis that failed, and decisions made without it (by the node's own limiter, or denied when failing closed).")
+		fmt.Fprintln(w, "# TYPE tenancy_ratelimit_redis_events_total counter")
+		fmt.Fprintf(w, "tenancy_ratelimit_redis_events_total{event=\"failure\"} %d\n", rs.Failures)
+		fmt.Fprintf(w, "tenancy_ratelimit_redis_events_total{event=\"fallback\"} %d\n", rs.Fallbacks)
+		fmt.Fprintf(w, "tenancy_ratelimit_redis_events_total{event=\"denial\"} %d\n", rs.Denials)
 	}
 	cs := m.p.Cache.Stats()
 	fmt.Fprintln(w, "# HELP tenancy_catalog_cache_lookups_total Tenant lookups in the catalog cache.")
