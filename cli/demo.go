@@ -18,12 +18,15 @@ import (
 	"github.com/tenancyhq/tenancy/provision"
 )
 
-// demoTenants are the sample tenants: one per isolation model.
-var demoTenants = []struct {
+// demoTenantSpec is a sample tenant.
+type demoTenantSpec struct {
 	slug, name string
 	tier       tenancy.Tier
 	model      tenancy.Model
-}{
+}
+
+// demoTenants are the sample tenants: one per isolation model.
+var demoTenants = []demoTenantSpec{
 	{"acme", "Acme Corp", "free", tenancy.ModelShared},
 	{"globex", "Globex", "pro", tenancy.ModelSchema},
 	{"initech", "Initech", "enterprise", tenancy.ModelDatabase},
@@ -80,13 +83,7 @@ func (m *Main) runDemo(ctx context.Context, args []string) error {
 		return fmt.Errorf("demo user: %w", err)
 	}
 	for _, d := range demoTenants {
-		t, err := p.Catalog.TenantBySlug(ctx, d.slug)
-		if errors.Is(err, tenancy.ErrNotFound) {
-			t, err = p.CreateTenant(ctx, &provision.CreateOpts{Slug: d.slug, Name: d.name, Tier: d.tier, Model: d.model})
-			if err == nil {
-				err = seedDemo(ctx, p, t)
-			}
-		}
+		t, err := demoTenant(ctx, p, d)
 		if err == nil {
 			err = acc.SetMembership(ctx, t.ID, user.ID, accounts.RoleOwner)
 		}
@@ -99,6 +96,34 @@ func (m *Main) runDemo(ctx context.Context, args []string) error {
 	}
 	return m.serve(ctx, p, acc, &sf, true)
 }
+
+// demoTenant returns the demo tenant d, created and seeded if needed. A run
+// stopped half-way (Ctrl-C during the first run) left it provisioning, or
+// not seeded: it is finished now.
+func demoTenant(ctx context.Context, p *platform.Platform, d demoTenantSpec) (*tenancy.Tenant, error) {
+	t, err := p.Catalog.TenantBySlug(ctx, d.slug)
+	switch {
+	case errors.Is(err, tenancy.ErrNotFound):
+		t, err = p.CreateTenant(ctx, &provision.CreateOpts{Slug: d.slug, Name: d.name, Tier: d.tier, Model: d.model})
+	case err == nil && t.Status == tenancy.StatusProvisioning:
+		t, err = p.ContinueTenant(ctx, d.slug)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// Seeded once, in one transaction: its entry in the audit log says so.
+	var seeded bool
+	err = p.Router.Tx(tenancy.WithTenant(ctx, t), func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tenancy_audit WHERE actor = $1)`, demoSeeder.String()).Scan(&seeded)
+	})
+	if err != nil || seeded {
+		return t, err
+	}
+	return t, seedDemo(ctx, p, t)
+}
+
+// demoSeeder is the actor of the demo's sample data.
+var demoSeeder = tenancy.Actor{Kind: "system", ID: "demo-seed"}
 
 // demoCatchUp brings the tenants of a data directory kept from an earlier
 // run up to date when that run had an older data model or an older release
@@ -149,7 +174,7 @@ func (m *Main) printDemoTenants(ctx context.Context, p *platform.Platform) error
 // seedDemo gives a new demo tenant a company, a few contacts, a deal and a
 // note, written as the system actor so that the audit log says who.
 func seedDemo(ctx context.Context, p *platform.Platform, t *tenancy.Tenant) error {
-	ctx = tenancy.WithActor(tenancy.WithTenant(ctx, t), tenancy.Actor{Kind: "system", ID: "demo-seed"})
+	ctx = tenancy.WithActor(tenancy.WithTenant(ctx, t), demoSeeder)
 	return p.Router.Tx(ctx, func(tx pgx.Tx) error {
 		var company, contact, deal int64
 		if err := tx.QueryRow(ctx, `INSERT INTO companies (tenant_id, name, domain) VALUES ($1, $2, $3) RETURNING id`,

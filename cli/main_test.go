@@ -421,3 +421,25 @@ func TestServeWithRedis(t *testing.T) {
 		}
 	}, "serve", "--addr", "127.0.0.1:0", "--redis-fail", "closed")
 }
+
+// TestDemoSeedsATenantLeftUnseeded: a demo tenant that an interrupted first
+// run created but did not seed is seeded by the next run, once.
+func TestDemoSeedsATenantLeftUnseeded(t *testing.T) {
+	t.Parallel()
+	s := pgtest.Restartable(t) // the demo's fixed slugs need a server of their own
+	env := map[string]string{"TENANCY_DATABASE_URL": s.URL(s.NewDatabase(t, ""))}
+	if r := run(t, env, "servers", "add", "local", "--dsn", s.URL(s.NewDatabase(t, ""))); r.code != 0 {
+		t.Fatalf("servers add: %d %s", r.code, r.err)
+	}
+	if r := run(t, env, "tenants", "create", "acme", "--model", "shared", "--name", "Acme Corp"); r.code != 0 {
+		t.Fatalf("tenants create: %d %s", r.code, r.err)
+	}
+	acme := regexp.MustCompile(`acme\s+shared\s+free\s+active\s.*\s3\s`)
+	for i := range 2 {
+		runServing(t, env, func(out string) {
+			if !acme.MatchString(out) {
+				t.Errorf("run %d: acme is not seeded once:\n%s", i+1, out)
+			}
+		}, "demo", "--addr", "127.0.0.1:0")
+	}
+}
