@@ -2,6 +2,8 @@ package jobs_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/internal/tenanttest"
 	"github.com/tenancyhq/tenancy/jobs"
+	"github.com/tenancyhq/tenancy/move"
 )
 
 // addContact is the test's job: add a contact to the tenant it runs under.
@@ -207,4 +210,48 @@ func TestJobKeepsItsTenant(t *testing.T) {
 			t.Errorf("after resume, B has %v", got)
 		}
 	})
+}
+
+// TestJobsAcrossARealMove: jobs of a tenant enqueued before and during a real
+// move of it (schema to its own database, with the write fence and the
+// switch) all complete, each write once, at the tenant's new placement.
+func TestJobsAcrossARealMove(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	bg := context.Background()
+	var ids []int64
+	enqueue := func(i int) {
+		res, err := tb.client.Insert(tenanttest.Ctx(tb.c), addContact{Name: "Mover", Email: fmt.Sprintf("mover%d@c.example", i)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.Job.ID)
+	}
+	for i := range 20 {
+		enqueue(i)
+	}
+	moved := make(chan error, 1)
+	go func() {
+		_, err := tb.Platform.Mover.Move(bg, tb.c.Slug, &move.Opts{To: tenancy.ModelDatabase})
+		moved <- err
+	}()
+	for i := 20; i < 60; i++ {
+		enqueue(i)
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := <-moved; err != nil {
+		t.Fatalf("move: %v", err)
+	}
+	for _, id := range ids {
+		tb.wait(t, id, rivertype.JobStateCompleted)
+	}
+	now, err := tb.Platform.Catalog.Tenant(bg, tb.c.ID)
+	if err != nil || now.Model != tenancy.ModelDatabase {
+		t.Fatalf("after the move: %+v %v", now, err)
+	}
+	t.Cleanup(func() { tb.Track(now) })
+	got := tb.contacts(t, now)
+	if len(got) != 60 || len(slices.Compact(slices.Clone(got))) != 60 {
+		t.Errorf("%d contacts (%d distinct) at the new placement, want each of the 60 jobs' once", len(got), len(slices.Compact(slices.Clone(got))))
+	}
 }
