@@ -113,9 +113,10 @@ Usage:
                                        move a tenant to another isolation model or server, online; with
                                        --tier, set its tier and move it to the tier's model (free: shared,
                                        pro: schema, enterprise: database)
-  tenancy tenants kept SLUG [--drop] [--json]
+  tenancy tenants kept SLUG [--drop [--older-than D]] [--json]
                                        the copies that moves with --keep-source left (never served); --drop
-                                       removes them (a purge does too)
+                                       removes them (a purge does too); without SLUG, --drop --older-than D
+                                       sweeps every tenant: a retention period for kept copies
   tenancy tenants export SLUG [--out FILE]
                                        write an archive of everything the tenant owns (default: stdout)
   tenancy tenants import FILE [--slug S] [--model M] [--server S] [--tier T] [--json]

@@ -22,37 +22,53 @@ var tenantsCommands = map[string]func(*Main, context.Context, []string) error{
 }
 
 // runTenantsKept lists, or with --drop removes, the copies of a tenant that
-// moves with --keep-source left: tenancy tenants kept SLUG [--drop].
+// moves with --keep-source left: tenancy tenants kept SLUG [--drop]
+// [--older-than D]. Without a slug, --drop --older-than D sweeps every
+// tenant: a retention period for kept copies, run from cron.
 func (m *Main) runTenantsKept(ctx context.Context, args []string) error {
+	const use = "tenants kept SLUG [--drop [--older-than D]] [--json], or tenants kept --drop --older-than D (every tenant)"
 	var c common
 	var drop bool
+	var older time.Duration
 	fs := m.flags("tenants kept", &c)
 	fs.BoolVar(&drop, "drop", false, "remove them")
+	fs.DurationVar(&older, "older-than", 0, "with --drop: only those kept longer than this, e.g. 720h")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return m.usageError("tenants kept SLUG [--drop] [--json]")
+	sweep := len(pos) == 0
+	if len(pos) > 1 || (sweep && (!drop || older <= 0)) || (older != 0 && !drop) || older < 0 {
+		return m.usageError(use)
 	}
-	if err := tenancy.ValidateSlug(pos[0]); err != nil {
-		return err
+	var slugs []string
+	if !sweep {
+		if err := tenancy.ValidateSlug(pos[0]); err != nil {
+			return err
+		}
+		slugs = pos
 	}
 	p, _, err := m.open(ctx, &c)
 	if err != nil {
 		return err
 	}
-	var kept []move.Kept
-	if drop {
-		kept, err = p.Mover.DropKept(ctx, pos[0])
-	} else {
-		kept, err = p.Mover.KeptSources(ctx, pos[0])
+	if sweep {
+		if slugs, err = p.Mover.TenantsWithKept(ctx); err != nil {
+			return err
+		}
 	}
-	if err != nil {
-		return err
-	}
-	if kept == nil {
-		kept = []move.Kept{}
+	kept := []move.Kept{}
+	for _, slug := range slugs {
+		var k []move.Kept
+		if drop {
+			k, err = p.Mover.DropKept(ctx, slug, older)
+		} else {
+			k, err = p.Mover.KeptSources(ctx, slug)
+		}
+		kept = append(kept, k...)
+		if err != nil {
+			return err
+		}
 	}
 	if c.json {
 		return writeJSON(m.Stdout, kept)

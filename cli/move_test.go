@@ -99,8 +99,13 @@ func TestMoveCommands(t *testing.T) {
 			t.Fatalf("tenants %v: %d %s %s, want %d kept", args, r.code, r.out, r.err, want)
 		}
 	}
-	if r := run(t, env, "tenants", "kept", "Bad Slug"); r.code != 2 {
-		t.Errorf("tenants kept with a bad slug: exit %d, want 2", r.code)
+	for _, args := range [][]string{{"kept", "Bad Slug"}, {"kept", "--drop"}, {"kept", slug, "--older-than", "1h"}, {"kept", "--older-than", "1h"}} {
+		if r := run(t, env, append([]string{"tenants"}, args...)...); r.code != 2 {
+			t.Errorf("tenants %v: exit %d, want 2", args, r.code)
+		}
+	}
+	if r := run(t, env, "tenants", "kept", "--drop", "--older-than", "1h"); r.code != 0 || !strings.Contains(r.out, "0 kept copies removed") {
+		t.Errorf("a sweep of kept copies: %d %s %s", r.code, r.out, r.err)
 	}
 
 	// Export a tenant, and import it into another installation as a schema tenant.

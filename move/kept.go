@@ -20,6 +20,18 @@ type Kept struct {
 	MovedAt   time.Time         `json:"moved_at"`
 }
 
+// TenantsWithKept returns the slugs of the tenants that have kept copies not
+// removed yet, for a sweep of the fleet (`tenancy tenants kept --drop
+// --older-than D`).
+func (m *Mover) TenantsWithKept(ctx context.Context) ([]string, error) {
+	rows, err := m.pool().Query(ctx, `SELECT DISTINCT t.slug FROM catalog.moves mv JOIN catalog.tenants t ON t.id = mv.tenant_id
+		WHERE mv.state = 'done' AND mv.keep_source AND mv.source_dropped_at IS NULL ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("find tenants with kept copies: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
 // KeptSources returns the tenant's kept copies that are not removed yet,
 // oldest first, leaving out any at the tenant's current placement (a later
 // move back there replaced it with the tenant's live rows).
@@ -54,13 +66,17 @@ func (m *Mover) kept(ctx context.Context, t *tenancy.Tenant) ([]Kept, error) {
 	return out, nil
 }
 
-// DropKept removes the tenant's kept copies (see KeptSources) and records
-// each removed in its move; it returns those it removed. It is idempotent:
-// a run stopped half-way is finished by running it again. It takes turns
-// with the tenant's moves, and refuses (CodeConflict) while one is
-// unfinished: run the move again first. A tenant's purge runs it first, so
-// that no copy of a purged tenant's data outlives it.
-func (m *Mover) DropKept(ctx context.Context, slug string) ([]Kept, error) {
+// DropKept removes the tenant's kept copies (see KeptSources) made more
+// than olderThan ago (0: all of them), and records each removed in its move;
+// it returns those it removed. It is idempotent: a run stopped half-way is
+// finished by running it again. It takes turns with the tenant's moves, and
+// refuses (CodeConflict) while one is unfinished: run the move again first.
+// A tenant's purge runs it first, with 0, so that no copy of a purged
+// tenant's data outlives it.
+func (m *Mover) DropKept(ctx context.Context, slug string, olderThan time.Duration) ([]Kept, error) {
+	if olderThan < 0 {
+		return nil, tenancy.Errorf(tenancy.CodeInvalid, "the age of kept copies to remove must be positive, got %v", olderThan)
+	}
 	t, r, unlock, err := m.begin(ctx, slug)
 	if err != nil {
 		return nil, err
@@ -69,9 +85,15 @@ func (m *Mover) DropKept(ctx context.Context, slug string) ([]Kept, error) {
 	if r != nil {
 		return nil, tenancy.Errorf(tenancy.CodeConflict, "tenant %q has an unfinished move: run it again to finish or roll it back first", slug)
 	}
-	kept, err := m.kept(ctx, t)
+	all, err := m.kept(ctx, t)
 	if err != nil {
 		return nil, err
+	}
+	var kept []Kept
+	for _, k := range all {
+		if olderThan == 0 || time.Since(k.MovedAt) > olderThan {
+			kept = append(kept, k)
+		}
 	}
 	for i, k := range kept {
 		if err := m.dropStorage(ctx, t.ID, k.Model, k.Placement, &t.Placement, t.Model); err != nil {

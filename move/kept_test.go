@@ -2,7 +2,9 @@ package move_test
 
 import (
 	"context"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -62,7 +64,7 @@ func TestDropKept(t *testing.T) {
 	if len(k) != 1 || k[0].Model != tenancy.ModelSchema || k[0].Placement.Server != b.ServerNames[1] {
 		t.Fatalf("kept after moving back: %+v", k)
 	}
-	dropped, err := b.mover.DropKept(ctx, tn.Slug)
+	dropped, err := b.mover.DropKept(ctx, tn.Slug, 0)
 	if err != nil || len(dropped) != 1 || dropped[0] != k[0] {
 		t.Fatalf("drop kept: %+v %v", dropped, err)
 	}
@@ -82,7 +84,7 @@ func TestDropKept(t *testing.T) {
 	if k := kept(); len(k) != 0 {
 		t.Errorf("kept after dropping: %+v", k)
 	}
-	if again, err := b.mover.DropKept(ctx, tn.Slug); err != nil || len(again) != 0 {
+	if again, err := b.mover.DropKept(ctx, tn.Slug, 0); err != nil || len(again) != 0 {
 		t.Errorf("drop kept again: %+v %v", again, err)
 	}
 	err = b.Platform.Router.Tx(tenanttest.Ctx(tn), func(tx pgx.Tx) error {
@@ -130,5 +132,41 @@ func TestPurgeDropsKept(t *testing.T) {
 	}
 	if n := sharedRows(t, b, tn, b.ServerNames[0]); n != 0 {
 		t.Errorf("the purged tenant's kept copy still has %d contacts", n)
+	}
+}
+
+// TestDropKeptOlderThan: with an age, DropKept removes only the copies kept
+// longer than that: a retention period for kept copies.
+func TestDropKeptOlderThan(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	tn := b.create(t, tenancy.ModelShared, b.ServerNames[0], 10)
+	if _, err := b.mover.Move(ctx, tn.Slug, &move.Opts{To: tenancy.ModelSchema, KeepSource: true}); err != nil {
+		t.Fatal(err)
+	}
+	if slugs, err := b.mover.TenantsWithKept(ctx); err != nil || !slices.Contains(slugs, tn.Slug) {
+		t.Fatalf("tenants with kept copies: %v %v", slugs, err)
+	}
+	if dropped, err := b.mover.DropKept(ctx, tn.Slug, time.Hour); err != nil || len(dropped) != 0 {
+		t.Fatalf("a copy kept for less than an hour was dropped: %+v %v", dropped, err)
+	}
+	if n := sharedRows(t, b, tn, b.ServerNames[0]); n != 10 {
+		t.Fatalf("the kept copy has %d contacts, want 10", n)
+	}
+	if _, err := b.mover.DropKept(ctx, tn.Slug, -time.Hour); tenancy.ErrorCode(err) != tenancy.CodeInvalid {
+		t.Errorf("a negative age: %v, want invalid", err)
+	}
+	if _, err := b.Platform.Catalog.Pool().Exec(ctx, `UPDATE catalog.moves SET updated_at = updated_at - interval '2 hours' WHERE tenant_id = $1`, tn.ID); err != nil {
+		t.Fatal(err)
+	}
+	if dropped, err := b.mover.DropKept(ctx, tn.Slug, time.Hour); err != nil || len(dropped) != 1 {
+		t.Fatalf("a copy kept for two hours: %+v %v", dropped, err)
+	}
+	if n := sharedRows(t, b, tn, b.ServerNames[0]); n != 0 {
+		t.Errorf("the dropped copy still has %d contacts", n)
+	}
+	if slugs, err := b.mover.TenantsWithKept(ctx); err != nil || slices.Contains(slugs, tn.Slug) {
+		t.Errorf("tenants with kept copies after the drop: %v %v", slugs, err)
 	}
 }

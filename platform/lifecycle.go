@@ -43,7 +43,7 @@ func (p *Platform) PurgeTenant(ctx context.Context, slug string, opts *provision
 	if err := p.Provisioner.CheckPurge(ctx, slug, opts); err != nil {
 		return nil, err
 	}
-	if _, err := p.Mover.DropKept(ctx, slug); err != nil {
+	if _, err := p.Mover.DropKept(ctx, slug, 0); err != nil {
 		return nil, err
 	}
 	return p.Provisioner.Purge(ctx, slug, opts)
