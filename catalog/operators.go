@@ -18,6 +18,9 @@ import (
 // token itself is shown once, when it is made, and stored only as a hash.
 type Operator struct {
 	Name string `json:"name"`
+	// Role is RoleAdmin (everything the control API does) or RoleViewer
+	// (reads only).
+	Role string `json:"role"`
 	// Prefix is the public part of the token, shown in lists to tell
 	// tokens apart.
 	Prefix     string     `json:"prefix"`
@@ -26,6 +29,12 @@ type Operator struct {
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
 }
+
+// The roles of operators.
+const (
+	RoleAdmin  = "admin"
+	RoleViewer = "viewer"
+)
 
 // The control-plane events of operators.
 const (
@@ -47,11 +56,11 @@ const operatorTokenPrefix = "opk_"
 // request.
 const lastUsedEvery = time.Minute
 
-const operatorColumns = `name, prefix, created_at, rotated_at, last_used_at, revoked_at`
+const operatorColumns = `name, role, prefix, created_at, rotated_at, last_used_at, revoked_at`
 
 func scanOperator(row pgx.Row) (*Operator, error) {
 	var o Operator
-	err := row.Scan(&o.Name, &o.Prefix, &o.CreatedAt, &o.RotatedAt, &o.LastUsedAt, &o.RevokedAt)
+	err := row.Scan(&o.Name, &o.Role, &o.Prefix, &o.CreatedAt, &o.RotatedAt, &o.LastUsedAt, &o.RevokedAt)
 	return &o, err
 }
 
@@ -63,13 +72,16 @@ func newOperatorToken() (token, prefix string, hash []byte) {
 	return operatorTokenPrefix + prefix + "_" + secret, prefix, sum[:]
 }
 
-// AddOperator records a named operator and returns it with its token, which
-// is shown only now. The name must be a slug and unused (a revoked
-// operator's name stays taken). The operator and client IP of ctx are
-// recorded in the control-plane log.
-func (c *Catalog) AddOperator(ctx context.Context, name string) (*Operator, string, error) {
+// AddOperator records a named operator with a role (RoleAdmin or
+// RoleViewer) and returns it with its token, which is shown only now. The
+// name must be a slug and unused (a revoked operator's name stays taken).
+// The operator and client IP of ctx are recorded in the control-plane log.
+func (c *Catalog) AddOperator(ctx context.Context, name, role string) (*Operator, string, error) {
 	if err := tenancy.ValidateName("operator name", name); err != nil {
 		return nil, "", err
+	}
+	if role != RoleAdmin && role != RoleViewer {
+		return nil, "", tenancy.FieldErrorf(tenancy.CodeInvalid, "role", "an operator's role is admin or viewer, not %q", role)
 	}
 	if name == SharedOperator {
 		return nil, "", tenancy.Errorf(tenancy.CodeInvalid, "operator name %q is the shared operator token's: choose another", name)
@@ -78,15 +90,15 @@ func (c *Catalog) AddOperator(ctx context.Context, name string) (*Operator, stri
 	var o *Operator
 	err := c.Tx(ctx, func(tx pgx.Tx) error {
 		var err error
-		o, err = scanOperator(tx.QueryRow(ctx, `INSERT INTO catalog.operators (name, prefix, hash) VALUES ($1, $2, $3)
-			RETURNING `+operatorColumns, name, prefix, hash))
+		o, err = scanOperator(tx.QueryRow(ctx, `INSERT INTO catalog.operators (name, role, prefix, hash) VALUES ($1, $2, $3, $4)
+			RETURNING `+operatorColumns, name, role, prefix, hash))
 		if isUniqueViolation(err) {
 			return tenancy.Errorf(tenancy.CodeConflict, "operator %q already exists (rotate its token instead)", name)
 		}
 		if err != nil {
 			return dbError("add operator %q: %w", name, err)
 		}
-		return RecordEventTx(ctx, tx, &Event{Kind: EventOperatorAdded}, map[string]string{"name": name, "prefix": prefix})
+		return RecordEventTx(ctx, tx, &Event{Kind: EventOperatorAdded}, map[string]string{"name": name, "role": role, "prefix": prefix})
 	})
 	if err != nil {
 		return nil, "", err
@@ -181,7 +193,7 @@ func (c *Catalog) OperatorByToken(ctx context.Context, token string) (*Operator,
 	var hash []byte
 	o := &Operator{}
 	err := c.pool.QueryRow(ctx, `SELECT `+operatorColumns+`, hash FROM catalog.operators WHERE prefix = $1`, prefix).
-		Scan(&o.Name, &o.Prefix, &o.CreatedAt, &o.RotatedAt, &o.LastUsedAt, &o.RevokedAt, &hash)
+		Scan(&o.Name, &o.Role, &o.Prefix, &o.CreatedAt, &o.RotatedAt, &o.LastUsedAt, &o.RevokedAt, &hash)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, refused
 	}

@@ -17,7 +17,7 @@ func TestOperators(t *testing.T) {
 	b := setup(t)
 	ctx := tenancy.WithActor(context.Background(), tenancy.Actor{Kind: "operator", ID: "root"})
 
-	o, token, err := b.cat.AddOperator(ctx, "alice")
+	o, token, err := b.cat.AddOperator(ctx, "alice", catalog.RoleAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,9 +39,12 @@ func TestOperators(t *testing.T) {
 		name string
 		code tenancy.Code
 	}{{"alice", tenancy.CodeConflict}, {"token", tenancy.CodeInvalid}, {"Not A Name", tenancy.CodeInvalid}, {"", tenancy.CodeInvalid}} {
-		if _, _, err := b.cat.AddOperator(ctx, c.name); tenancy.ErrorCode(err) != c.code {
+		if _, _, err := b.cat.AddOperator(ctx, c.name, catalog.RoleAdmin); tenancy.ErrorCode(err) != c.code {
 			t.Errorf("add %q: %v, want %s", c.name, err, c.code)
 		}
+	}
+	if _, _, err := b.cat.AddOperator(ctx, "bob", "boss"); tenancy.ErrorCode(err) != tenancy.CodeInvalid {
+		t.Errorf("add with an unknown role: %v", err)
 	}
 	if _, _, err := b.cat.RotateOperator(ctx, "nobody"); tenancy.ErrorCode(err) != tenancy.CodeNotFound {
 		t.Errorf("rotate an unknown operator: %v", err)

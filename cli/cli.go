@@ -136,10 +136,11 @@ Usage:
                                        applies a change within moments, without a restart
   tenancy tenants limits SLUG [same flags] [--clear] [--json]
                                        the tenant's limits; the flags override its plan's, --clear drops that
-  tenancy operators add|rotate NAME [--json]
+  tenancy operators add NAME [--role admin|viewer] [--json]
+  tenancy operators rotate NAME [--json]
                                        a named operator of the control API and its token, shown once (rotate:
                                        a new token, the old one stops working); its actions are recorded as
-                                       operator:NAME
+                                       operator:NAME; a viewer may only read
   tenancy operators revoke NAME [--json]   its token stops working at once
   tenancy operators list [--json]
 

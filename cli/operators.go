@@ -12,19 +12,21 @@ import (
 // runOperators runs "tenancy operators add|list|rotate|revoke": the named
 // operators of the control API, each with its own token.
 func (m *Main) runOperators(ctx context.Context, args []string) error {
-	const use = "operators add|rotate|revoke NAME [--json], operators list [--json]"
+	const use = "operators add NAME [--role admin|viewer] [--json], operators rotate|revoke NAME [--json], operators list [--json]"
 	if len(args) == 0 {
 		return m.usageError(use)
 	}
 	var c common
+	var role string
 	fs := m.flags("operators "+args[0], &c)
+	fs.StringVar(&role, "role", catalog.RoleAdmin, "add: admin (everything) or viewer (reads only)")
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
 	}
 	verb := args[0]
 	known := verb == "add" || verb == "rotate" || verb == "revoke" || verb == "list"
-	if !known || (verb == "list") != (len(pos) == 0) || len(pos) > 1 {
+	if !known || (verb == "list") != (len(pos) == 0) || len(pos) > 1 || (flagSet(fs, "role") && verb != "add") {
 		return m.usageError(use)
 	}
 	p, _, err := m.open(ctx, &c)
@@ -46,7 +48,7 @@ func (m *Main) runOperators(ctx context.Context, args []string) error {
 		}
 		return m.printOperators(c.json, o)
 	case "add":
-		o, token, err = p.Catalog.AddOperator(ctx, pos[0])
+		o, token, err = p.Catalog.AddOperator(ctx, pos[0], role)
 	case "rotate":
 		o, token, err = p.Catalog.RotateOperator(ctx, pos[0])
 	}
@@ -74,9 +76,9 @@ func (m *Main) printOperators(asJSON bool, ops ...*catalog.Operator) error {
 		return t.UTC().Format(time.RFC3339)
 	}
 	w := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tPREFIX\tCREATED\tLAST USED\tREVOKED")
+	fmt.Fprintln(w, "NAME\tROLE\tPREFIX\tCREATED\tLAST USED\tREVOKED")
 	for _, o := range ops {
-		fmt.Fprintf(w, "%s\topk_%s\t%s\t%s\t%s\n", o.Name, o.Prefix, at(&o.CreatedAt), at(o.LastUsedAt), at(o.RevokedAt))
+		fmt.Fprintf(w, "%s\t%s\topk_%s\t%s\t%s\t%s\n", o.Name, o.Role, o.Prefix, at(&o.CreatedAt), at(o.LastUsedAt), at(o.RevokedAt))
 	}
 	return w.Flush()
 }

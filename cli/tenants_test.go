@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -155,6 +156,8 @@ func TestOperatorsCommands(t *testing.T) {
 		{[]string{"operators", "list", "extra"}, 2},
 		{[]string{"operators", "promote", "alice"}, 2},
 		{[]string{"operators", "revoke", "nobody"}, 3},
+		{[]string{"operators", "add", "bob", "--role", "boss"}, 2},
+		{[]string{"operators", "rotate", "bob", "--role", "viewer"}, 2},
 	} {
 		if r := run(t, env, c.args...); r.code != c.code {
 			t.Errorf("%v: exit %d (%s), want %d", c.args, r.code, r.err, c.code)
@@ -166,6 +169,12 @@ func TestOperatorsCommands(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(r.out), &added); r.code != 0 || err != nil || added.Name != "alice" || !strings.HasPrefix(added.Token, "opk_"+added.Prefix+"_") {
 		t.Fatalf("operators add: %d %s %s", r.code, r.out, r.err)
+	}
+	if r := run(t, env, "operators", "add", "vera", "--role", "viewer"); r.code != 0 {
+		t.Errorf("operators add --role viewer: %d %s", r.code, r.err)
+	}
+	if r := run(t, env, "operators", "list"); !regexp.MustCompile(`vera\s+viewer`).MatchString(r.out) {
+		t.Errorf("operators list shows no viewer:\n%s", r.out)
 	}
 	if r := run(t, env, "operators", "add", "alice"); r.code != 4 {
 		t.Errorf("add twice: exit %d, want 4 (conflict)", r.code)

@@ -170,12 +170,15 @@ func (a *API) action(name string, h handler) http.HandlerFunc {
 		r = r.WithContext(ctx)
 
 		status, body := 0, any(nil)
-		actor, err := a.authenticate(r)
+		actor, role, err := a.authenticate(r)
+		act.Actor = actor.String() // "" when the token is refused
+		if err == nil && role == catalog.RoleViewer && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			err = tenancy.Errorf(tenancy.CodeForbidden, "operator %q is a viewer: it may read, not change anything", actor.ID)
+		}
 		if err == nil {
 			err = textQuery(r.URL.Query())
 		}
 		if err == nil {
-			act.Actor = actor.String()
 			r = r.WithContext(tenancy.WithActor(ctx, actor))
 			status, body, err = h(w, r)
 		}
@@ -215,25 +218,25 @@ func textQuery(q url.Values) error {
 	return nil
 }
 
-// authenticate returns the operator that the request's token names: a named
-// operator's token (opk_…, looked up in the catalog), or the shared operator
-// token, compared in constant time (of equal-length hashes, so the token's
-// length does not leak either). The shared token needs no catalog, so it
-// works while the catalog is down.
-func (a *API) authenticate(r *http.Request) (tenancy.Actor, error) {
+// authenticate returns the operator that the request's token names, and its
+// role: a named operator's token (opk_…, looked up in the catalog), or the
+// shared operator token (an admin), compared in constant time (of
+// equal-length hashes, so the token's length does not leak either). The
+// shared token needs no catalog, so it works while the catalog is down.
+func (a *API) authenticate(r *http.Request) (tenancy.Actor, string, error) {
 	tok := accounts.BearerToken(r.Header.Get("Authorization"))
 	if catalog.IsOperatorToken(tok) {
 		o, err := a.cfg.Platform.Catalog.OperatorByToken(r.Context(), tok)
 		if err != nil {
-			return tenancy.Actor{}, err
+			return tenancy.Actor{}, "", err
 		}
-		return tenancy.Actor{Kind: "operator", ID: o.Name}, nil
+		return tenancy.Actor{Kind: "operator", ID: o.Name}, o.Role, nil
 	}
 	got := sha256.Sum256([]byte(tok))
 	if a.cfg.Token == "" || tok == "" || subtle.ConstantTimeCompare(got[:], a.tokenHash[:]) != 1 {
-		return tenancy.Actor{}, tenancy.Errorf(tenancy.CodeUnauthorized, "the control API needs an operator token: Authorization: Bearer <token>")
+		return tenancy.Actor{}, "", tenancy.Errorf(tenancy.CodeUnauthorized, "the control API needs an operator token: Authorization: Bearer <token>")
 	}
-	return tenancy.Actor{Kind: "operator", ID: catalog.SharedOperator}, nil
+	return tenancy.Actor{Kind: "operator", ID: catalog.SharedOperator}, catalog.RoleAdmin, nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

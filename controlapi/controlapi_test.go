@@ -527,7 +527,7 @@ func TestNamedOperators(t *testing.T) {
 	b := setup(t, nil)
 	ctx := context.Background()
 	tn := b.Tenants[0]
-	_, alice, err := b.Platform.Catalog.AddOperator(ctx, "alice")
+	_, alice, err := b.Platform.Catalog.AddOperator(ctx, "alice", catalog.RoleAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -545,6 +545,25 @@ func TestNamedOperators(t *testing.T) {
 	code, out, _ := b.do(t, token, "GET", "/v1/operators", nil)
 	if code != 200 || !strings.Contains(string(out), `"name":"alice"`) || strings.Contains(string(out), alice[len(alice)-26:]) || strings.Contains(string(out), "hash") {
 		t.Errorf("list operators: %d %s", code, out)
+	}
+
+	// A viewer reads and changes nothing.
+	_, viewer, err := b.Platform.Catalog.AddOperator(ctx, "carol", catalog.RoleViewer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := b.do(t, viewer, "GET", "/v1/tenants/"+tn.Slug, nil); code != 200 {
+		t.Errorf("a viewer reads a tenant: %d %s", code, out)
+	}
+	before, _ := b.Platform.Catalog.Tenant(ctx, tn.ID)
+	if code, _, p := b.do(t, viewer, "POST", "/v1/tenants/"+tn.Slug+"/resume", nil); code != 403 || p.Code != tenancy.CodeForbidden {
+		t.Errorf("a viewer resumes a tenant: %d %+v, want 403", code, p)
+	}
+	if a := b.last(); a.Actor != "operator:carol" || a.Outcome != "forbidden" {
+		t.Errorf("recorded %+v", a)
+	}
+	if after, _ := b.Platform.Catalog.Tenant(ctx, tn.ID); after.Version != before.Version {
+		t.Errorf("a viewer's refused change changed the tenant")
 	}
 
 	if _, err := b.Platform.Catalog.RevokeOperator(ctx, "alice"); err != nil {
@@ -637,7 +656,7 @@ func TestNoSharedToken(t *testing.T) {
 	t.Cleanup(func() { _ = api.Close(context.Background()) })
 	o := &testBundle{Bundle: b.Bundle, srv: httptest.NewServer(api)}
 	t.Cleanup(o.srv.Close)
-	_, alice, err := b.Platform.Catalog.AddOperator(context.Background(), "alice")
+	_, alice, err := b.Platform.Catalog.AddOperator(context.Background(), "alice", catalog.RoleAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
