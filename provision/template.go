@@ -94,7 +94,7 @@ func (p *Provisioner) buildTemplate(ctx context.Context, s *session, tmpl string
 	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, tmpl).Scan(&exists); err != nil || exists {
 		return err
 	}
-	p.dropAbandonedBuilds(ctx, conn)
+	p.dropAbandonedBuilds(ctx, conn, tmpl)
 	suffix := make([]byte, 4)
 	_, _ = rand.Read(suffix)
 	build := tmpl + "_" + hex.EncodeToString(suffix)
@@ -152,13 +152,16 @@ func (p *Provisioner) templateOwner() string {
 // buildingMark ends the comment of a template database being built.
 const buildingMark = " (building)"
 
-// dropAbandonedBuilds drops the template databases this installation began
-// to build and never finished: a process killed while building leaves one.
-// It runs under the build's advisory lock, which every builder of the
-// installation on this server takes, so no build in progress is among them.
-// Failures are left for the next build.
-func (p *Provisioner) dropAbandonedBuilds(ctx context.Context, conn *pgx.Conn) {
-	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE shobj_description(oid, 'pg_database') = $1`, p.templateOwner()+buildingMark)
+// dropAbandonedBuilds drops the builds of template tmpl that this
+// installation began and never finished: a process killed while building
+// leaves one. It runs under tmpl's advisory lock, which every builder of
+// tmpl in the installation takes, so no build of tmpl in progress is among
+// them. (Builds of other templates, for other data models, may be in
+// progress at the same time: they are left alone.) Failures are left for the
+// next build.
+func (p *Provisioner) dropAbandonedBuilds(ctx context.Context, conn *pgx.Conn, tmpl string) {
+	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database
+		WHERE left(datname, length($2) + 1) = $2 || '_' AND shobj_description(oid, 'pg_database') = $1`, p.templateOwner()+buildingMark, tmpl)
 	if err != nil {
 		return
 	}

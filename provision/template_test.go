@@ -271,16 +271,18 @@ func TestModelChangeDropsOldTemplate(t *testing.T) {
 }
 
 // TestTemplateBuildLeftByACrash: a template database that a crashed build of
-// this installation left half-built is dropped by the next build; one that
-// another installation is building on the same server stays.
+// this installation left half-built is dropped by the next build of that
+// template; one that another installation is building on the same server
+// stays, and so does this installation's build of another template (another
+// data model), which may be in progress.
 func TestTemplateBuildLeftByACrash(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := setup(t)
 	files, model := freshModel(t, "extra_crash")
 	pv := b.newProvisioner(t, files, nil)
-	ours, theirs := provision.TemplateName(model)+"_deadbeef", provision.TemplateName(model)+"_0ther000"
-	for db, comment := range map[string]string{ours: provision.BuildingMark(pv), theirs: "tenancy template of 0123456789abcdef (building)"} {
+	ours, theirs, other := provision.TemplateName(model)+"_deadbeef", provision.TemplateName(model)+"_0ther000", "tenancy_tmpl_0123456789abcdef_cafebabe"
+	for db, comment := range map[string]string{ours: provision.BuildingMark(pv), theirs: "tenancy template of 0123456789abcdef (building)", other: provision.BuildingMark(pv)} {
 		if _, err := b.admin.Exec(ctx, "CREATE DATABASE "+db); err != nil {
 			t.Fatal(err)
 		}
@@ -292,7 +294,7 @@ func TestTemplateBuildLeftByACrash(t *testing.T) {
 	if _, err := b.create(t, pv, &provision.CreateOpts{Slug: pgtest.UniqueName("cr-"), Model: tenancy.ModelDatabase, Server: b.server}); err != nil {
 		t.Fatal(err)
 	}
-	for db, want := range map[string]bool{ours: false, theirs: true, provision.TemplateName(model): true} {
+	for db, want := range map[string]bool{ours: false, theirs: true, other: true, provision.TemplateName(model): true} {
 		var exists bool
 		if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, db).Scan(&exists); err != nil || exists != want {
 			t.Errorf("database %s exists: %v (%v), want %v", db, exists, err, want)
