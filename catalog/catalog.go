@@ -135,6 +135,11 @@ func (c *Catalog) AddServer(ctx context.Context, s *tenancy.Server) error {
 	if _, err := pgconn.ParseConfig(s.DSN); err != nil {
 		return tenancy.Errorf(tenancy.CodeInvalid, "server %q: invalid DSN: %w", s.Name, errors.Unwrap(err))
 	}
+	if s.AppDSN != "" {
+		if _, err := pgconn.ParseConfig(s.AppDSN); err != nil {
+			return tenancy.Errorf(tenancy.CodeInvalid, "server %q: invalid app DSN: %w", s.Name, errors.Unwrap(err))
+		}
+	}
 	if s.Capacity == 0 {
 		s.Capacity = 1000
 	}

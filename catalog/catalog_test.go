@@ -224,6 +224,14 @@ func TestAddServer(t *testing.T) {
 			if strings.Contains(err.Error(), "s3cret") {
 				t.Errorf("the error shows the DSN's password: %v", err)
 			}
+			if dsn == "" {
+				continue
+			}
+			err = b.cat.AddServer(ctx, &tenancy.Server{Name: pgtest.UniqueName("pg"), DSN: "postgres://a@h/db", AppDSN: dsn})
+			tenanttest.WantCode(t, "AddServer with app DSN "+dsn, err, tenancy.CodeInvalid)
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("the error shows the app DSN's password: %v", err)
+			}
 		}
 	})
 

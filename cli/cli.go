@@ -89,7 +89,10 @@ Usage:
                                        shared token T, if given ($TENANCY_OPERATOR_TOKEN); one is needed.
                                        --redis ($TENANCY_REDIS_URL): every node shares each tenant's request
                                        budget there; while it is down, open: each node's own, closed: 503
-  tenancy servers add NAME --dsn URL [--region R] [--capacity N]
+  tenancy servers add NAME --dsn URL [--app-dsn URL] [--region R] [--capacity N]
+                                       --dsn: an administrator's URL; the router connects as the application
+                                       role with --app-dsn (e.g. through PgBouncer), else with --dsn's host and
+                                       $TENANCY_APP_PASSWORD
   tenancy servers list [--json]
   tenancy servers encrypt              encrypt the servers' DSNs stored in clear with $TENANCY_SECRET_KEY (32
                                        bytes, hex or base64), which every process then needs; with the key set,

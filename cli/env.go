@@ -144,7 +144,7 @@ func (m *Main) open(ctx context.Context, c *common) (p *platform.Platform, dataU
 		}
 		model = os.DirFS(c.migrations)
 	}
-	cfg := platform.Config{CatalogURL: catalogURL, DataModel: model, Retention: c.retention}
+	cfg := platform.Config{CatalogURL: catalogURL, DataModel: model, Retention: c.retention, AppPassword: m.Getenv("TENANCY_APP_PASSWORD")}
 	if k := m.Getenv("TENANCY_SECRET_KEY"); k != "" {
 		if cfg.SecretKey, err = catalog.ParseSecretKey(k); err != nil {
 			return nil, "", fmt.Errorf("TENANCY_SECRET_KEY: %w", err)

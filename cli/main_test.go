@@ -250,6 +250,7 @@ func TestTenantsCommands(t *testing.T) {
 		{"NoArgs", []string{"tenants", "create"}, 2},
 		{"UnknownCommand", []string{"frobnicate"}, 2},
 		{"BadServerName", []string{"servers", "add", "Bad Name", "--dsn", data}, 2},
+		{"BadAppDSN", []string{"servers", "add", "pg9", "--dsn", data, "--app-dsn", "postgres://u@h:notaport/db"}, 2},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

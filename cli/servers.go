@@ -20,10 +20,11 @@ func (m *Main) runServers(ctx context.Context, args []string) error {
 		return m.runServersEncrypt(ctx, args[1:])
 	}
 	var c common
-	var dsn, region string
+	var dsn, appDSN, region string
 	var capacity int
 	fs := m.flags("servers "+args[0], &c)
 	fs.StringVar(&dsn, "dsn", "", "administrative postgres:// URL of the server's shared database")
+	fs.StringVar(&appDSN, "app-dsn", "", "the URL the application role connects with, e.g. through PgBouncer (default: --dsn as the application role, with $TENANCY_APP_PASSWORD)")
 	fs.StringVar(&region, "region", "", "region, for placement")
 	fs.IntVar(&capacity, "capacity", 1000, "how many tenants to place on it")
 	pos, err := parse(fs, args[1:])
@@ -33,9 +34,9 @@ func (m *Main) runServers(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "add":
 		if len(pos) != 1 || dsn == "" {
-			return m.usageError("servers add NAME --dsn URL [--region R] [--capacity N]")
+			return m.usageError("servers add NAME --dsn URL [--app-dsn URL] [--region R] [--capacity N]")
 		}
-		s := &tenancy.Server{Name: pos[0], DSN: dsn, Region: region, Capacity: capacity}
+		s := &tenancy.Server{Name: pos[0], DSN: dsn, AppDSN: appDSN, Region: region, Capacity: capacity}
 		if err := tenancy.ValidateName("server name", s.Name); err != nil {
 			return err
 		}
