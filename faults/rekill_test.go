@@ -28,7 +28,7 @@ import (
 // unfinished operation, served, and the tenant's and the control plane's
 // logs verify.
 func TestKillRerunCreate(t *testing.T) {
-	rekillEachModel(t, (*bundle).timeCreate, func(b *bundle, t *testing.T, dataDB string, model tenancy.Model) (rekill, func()) {
+	rekillEachModel(t, []tenancy.Model{tenancy.ModelSchema, tenancy.ModelDatabase}, (*bundle).timeCreate, func(b *bundle, t *testing.T, dataDB string, model tenancy.Model) (rekill, func()) {
 		slug := pgtest.UniqueName("krc")
 		b.slugs = append(b.slugs, slug)
 		r := rekill{
@@ -51,31 +51,42 @@ func TestKillRerunCreate(t *testing.T) {
 // purged event, no unfinished operation, nothing of the tenant on the
 // server, and the control plane's log verifies.
 func TestKillRerunPurge(t *testing.T) {
-	rekillEachModel(t, (*bundle).timePurge, func(b *bundle, t *testing.T, dataDB string, model tenancy.Model) (rekill, func()) {
-		tn := b.deleted(t, model)
-		r := rekill{
-			args:    purgeArgs(tn.Slug),
-			started: b.purgeStarted(t, tn.Slug),
-			held:    b.locked(t, tenantLock, tn.Slug),
-			done:    alreadyPurged(tn.Slug),
-			half:    func() string { return b.checkHalfPurged(t, dataDB, tn) },
-		}
-		return r, func() {
-			b.checkPurged(t, dataDB, tn)
-			b.mustRun(t, "audit", "verify", "--control")
-		}
-	})
+	rekillEachModel(t, []tenancy.Model{tenancy.ModelSchema, tenancy.ModelDatabase}, (*bundle).timePurge, (*bundle).rekillPurge)
 }
 
-// rekillEachModel makes two rounds of rekillRounds for the schema and the
-// database model, in subtests of one bundle: next returns each round's
-// command and check; the kill windows come from the duration of a
-// reference operation, which timeOp measures.
-func rekillEachModel(t *testing.T, timeOp func(*bundle, *testing.T, tenancy.Model) time.Duration,
+// TestKillRerunPurgeShared is TestKillRerunPurge for a shared tenant with
+// sharedPurgeRows contacts, which its purge deletes from the shared tables
+// in one transaction: after every kill its contacts and audit entries are
+// all there or all gone, never some; the last run leaves none of them.
+func TestKillRerunPurgeShared(t *testing.T) {
+	rekillEachModel(t, []tenancy.Model{tenancy.ModelShared}, (*bundle).timePurge, (*bundle).rekillPurge)
+}
+
+// rekillPurge is a round that purges a new deleted tenant of the model.
+func (b *bundle) rekillPurge(t *testing.T, dataDB string, model tenancy.Model) (rekill, func()) {
+	tn := b.deleted(t, model)
+	r := rekill{
+		args:    purgeArgs(tn.Slug),
+		started: b.purgeStarted(t, tn.Slug),
+		held:    b.locked(t, tenantLock, tn.Slug),
+		done:    alreadyPurged(tn.Slug),
+		half:    func() string { return b.checkHalfPurged(t, dataDB, tn) },
+	}
+	return r, func() {
+		b.checkPurged(t, dataDB, tn)
+		b.mustRun(t, "audit", "verify", "--control")
+	}
+}
+
+// rekillEachModel makes two rounds of rekillRounds for each of the models,
+// in subtests of one bundle: next returns each round's command and check;
+// the kill windows come from the duration of a reference operation, which
+// timeOp measures.
+func rekillEachModel(t *testing.T, models []tenancy.Model, timeOp func(*bundle, *testing.T, tenancy.Model) time.Duration,
 	next func(b *bundle, t *testing.T, dataDB string, model tenancy.Model) (rekill, func())) {
 	b := setup(t)
 	dataDB := dataDBOf(t, b)
-	for _, model := range []tenancy.Model{tenancy.ModelSchema, tenancy.ModelDatabase} {
+	for _, model := range models {
 		t.Run(string(model), func(t *testing.T) {
 			w := window(timeOp(b, t, model))
 			b.rekillRounds(t, 2, windows{w, w}, func(int) (rekill, func()) { return next(b, t, dataDB, model) })
