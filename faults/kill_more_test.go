@@ -156,8 +156,10 @@ func (b *bundle) checkHalfPurged(t *testing.T, dataDB string, tn *tenancy.Tenant
 	case tenancy.StatusDeleted:
 		// A shared tenant's rows go in one transaction, on another database
 		// than the catalog's: all there, or all gone and the purge open.
-		if n, _ := sharedRows(t, b.server, dataDB, tn); tn.Model == tenancy.ModelShared && n != 0 && n != sharedPurgeRows {
-			t.Fatalf("a killed purge left %d of the shared tenant's %d contacts", n, sharedPurgeRows)
+		// Each of its contacts was logged once in its audit log, which
+		// goes with them.
+		if n, audit := sharedRows(t, b.server, dataDB, tn); tn.Model == tenancy.ModelShared && (n != audit || n != 0 && n != sharedPurgeRows) {
+			t.Fatalf("a killed purge left %d of the shared tenant's %d contacts and %d audit entries", n, sharedPurgeRows, audit)
 		}
 	default:
 		t.Fatalf("tenant %s is %s after a killed purge; want deleted or purged", tn.Slug, status)

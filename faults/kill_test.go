@@ -409,7 +409,13 @@ func (b *bundle) openPlatform(t *testing.T) *platform.Platform {
 // checkServed checks that the tenant is served and has want contacts.
 func (b *bundle) checkServed(t *testing.T, slug string, want int) {
 	t.Helper()
-	p := b.openPlatform(t)
+	checkServedBy(t, b.openPlatform(t), slug, want)
+}
+
+// checkServedBy checks that platform p serves the tenant, which has want
+// contacts.
+func checkServedBy(t *testing.T, p *platform.Platform, slug string, want int) {
+	t.Helper()
 	ctx, err := p.TenantContext(context.Background(), slug)
 	if err != nil {
 		t.Fatal(err)
@@ -449,31 +455,12 @@ func (b *bundle) addContacts(t *testing.T, slug string, n int) {
 func TestKillMigrate(t *testing.T) {
 	b := setup(t)
 	dataDB := dataDBOf(t, b)
-	var slugs []string
-	for _, model := range []string{"shared", "schema", "schema", "schema", "database", "database", "database"} {
-		slug := pgtest.UniqueName("km")
-		b.slugs = append(b.slugs, slug)
-		slugs = append(slugs, slug)
-		b.mustRun(t, "tenants", "create", slug, "--model", model)
-	}
-	dir := t.TempDir()
-	if err := os.CopyFS(dir, crm.Migrations()); err != nil {
-		t.Fatal(err)
-	}
-	startup := b.timed(t, "migrate", "up", "--migrations", dir)
-	entries, err := fs.Glob(os.DirFS(dir), "*.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := b.newFleet(t, "km")
+	startup := b.timed(t, f.args()...)
 	var killed int
 	for i := range 4 {
-		column := fmt.Sprintf("kill_mark_%d", i)
-		name := fmt.Sprintf("%03d_%s.sql", len(entries)+1+i, column)
-		sql := fmt.Sprintf("ALTER TABLE contacts ADD COLUMN %s int;\nALTER TABLE deals ADD COLUMN %s int;\n", column, column)
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(sql), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		args := []string{"migrate", "up", "--migrations", dir, "--parallel", "2", "--json"}
+		column, _ := f.addMark(t, i)
+		args := f.args()
 		k, after := b.runAndKill(t, nil, startup/2, 2*startup, args...)
 		if k {
 			killed++
@@ -484,25 +471,80 @@ func TestKillMigrate(t *testing.T) {
 			t.Fatalf("migrate up --json: %v\n%s", err, out)
 		}
 		// Targets: the shared tables, three schemas, three databases.
-		if rep.Failed != 0 || rep.Skipped != 0 || rep.Migrated+rep.Current != len(slugs) {
+		if rep.Failed != 0 || rep.Skipped != 0 || rep.Migrated+rep.Current != len(f.slugs) {
 			t.Fatalf("run %d (killed %v after %v): re-run report %+v", i, k, after, rep)
 		}
-		for _, slug := range slugs {
-			tn := b.catalogCheck(t, slug)
-			db := tn.Placement.Database
-			if tn.Model == tenancy.ModelShared {
-				db = dataDB
-			}
-			var n int
-			err := b.admin(t, db).QueryRow(context.Background(), `SELECT count(*) FROM information_schema.columns
-				WHERE table_schema = $1 AND table_name IN ('contacts', 'deals') AND column_name = $2`, tn.Placement.Schema, column).Scan(&n)
-			if err != nil || n != 2 {
-				t.Fatalf("run %d: tenant %s (%s): %d of 2 columns %s: %v", i, slug, tn.Model, n, column, err)
-			}
-		}
+		b.checkMarked(t, dataDB, f, column)
 		t.Logf("run %d: killed %v after %v; re-run %+v", i, k, after, rep)
 	}
 	t.Logf("%d of 4 runs killed mid-way", killed)
+}
+
+// fleet is the tenants of a test of "migrate up", one a target, and the
+// directory of its migrations.
+type fleet struct {
+	slugs []string
+	dir   string
+}
+
+// newFleet creates seven tenants (their slugs made from prefix), each a
+// target of "migrate up": the shared tables, three schemas, three databases;
+// and a directory with the example's migrations.
+func (b *bundle) newFleet(t *testing.T, prefix string) *fleet {
+	t.Helper()
+	f := &fleet{dir: t.TempDir()}
+	for _, model := range []string{"shared", "schema", "schema", "schema", "database", "database", "database"} {
+		slug := pgtest.UniqueName(prefix)
+		b.slugs = append(b.slugs, slug)
+		f.slugs = append(f.slugs, slug)
+		b.mustRun(t, "tenants", "create", slug, "--model", model)
+	}
+	if err := os.CopyFS(f.dir, crm.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// args is the command that migrates the fleet, two targets at once.
+func (f *fleet) args() []string {
+	return []string{"migrate", "up", "--migrations", f.dir, "--parallel", "2", "--json"}
+}
+
+// addMark adds to the fleet's migrations the next version, which fails if
+// applied twice: it adds the column kill_mark_i to contacts and deals. It
+// returns the column and the version.
+func (f *fleet) addMark(t *testing.T, i int) (column string, version int) {
+	t.Helper()
+	entries, err := fs.Glob(os.DirFS(f.dir), "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	column, version = fmt.Sprintf("kill_mark_%d", i), len(entries)+1
+	name := fmt.Sprintf("%03d_%s.sql", version, column)
+	sql := fmt.Sprintf("ALTER TABLE contacts ADD COLUMN %s int;\nALTER TABLE deals ADD COLUMN %s int;\n", column, column)
+	if err := os.WriteFile(filepath.Join(f.dir, name), []byte(sql), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return column, version
+}
+
+// checkMarked checks that every tenant of the fleet is active and has the
+// column on both tables.
+func (b *bundle) checkMarked(t *testing.T, dataDB string, f *fleet, column string) {
+	t.Helper()
+	for _, slug := range f.slugs {
+		tn := b.catalogCheck(t, slug)
+		db := tn.Placement.Database
+		if tn.Model == tenancy.ModelShared {
+			db = dataDB
+		}
+		var n int
+		err := b.admin(t, db).QueryRow(context.Background(), `SELECT count(*) FROM information_schema.columns
+			WHERE table_schema = $1 AND table_name IN ('contacts', 'deals') AND column_name = $2`, tn.Placement.Schema, column).Scan(&n)
+		if err != nil || n != 2 {
+			t.Fatalf("tenant %s (%s): %d of 2 columns %s: %v", slug, tn.Model, n, column, err)
+		}
+	}
 }
 
 // TestKillMove kills "tenants move" at a random moment while a tenant with

@@ -1,12 +1,17 @@
 package faults
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/datamodel"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 )
 
@@ -23,7 +28,7 @@ import (
 // unfinished operation, served, and the tenant's and the control plane's
 // logs verify.
 func TestKillRerunCreate(t *testing.T) {
-	rekillEachModel(t, (*bundle).timeCreate, func(b *bundle, t *testing.T, dataDB string, model tenancy.Model) (rekill, func()) {
+	rekillEachModel(t, []tenancy.Model{tenancy.ModelSchema, tenancy.ModelDatabase}, (*bundle).timeCreate, func(b *bundle, t *testing.T, dataDB string, model tenancy.Model) (rekill, func()) {
 		slug := pgtest.UniqueName("krc")
 		b.slugs = append(b.slugs, slug)
 		r := rekill{
@@ -46,31 +51,42 @@ func TestKillRerunCreate(t *testing.T) {
 // purged event, no unfinished operation, nothing of the tenant on the
 // server, and the control plane's log verifies.
 func TestKillRerunPurge(t *testing.T) {
-	rekillEachModel(t, (*bundle).timePurge, func(b *bundle, t *testing.T, dataDB string, model tenancy.Model) (rekill, func()) {
-		tn := b.deleted(t, model)
-		r := rekill{
-			args:    purgeArgs(tn.Slug),
-			started: b.purgeStarted(t, tn.Slug),
-			held:    b.locked(t, tenantLock, tn.Slug),
-			done:    alreadyPurged(tn.Slug),
-			half:    func() string { return b.checkHalfPurged(t, dataDB, tn) },
-		}
-		return r, func() {
-			b.checkPurged(t, dataDB, tn)
-			b.mustRun(t, "audit", "verify", "--control")
-		}
-	})
+	rekillEachModel(t, []tenancy.Model{tenancy.ModelSchema, tenancy.ModelDatabase}, (*bundle).timePurge, (*bundle).rekillPurge)
 }
 
-// rekillEachModel makes two rounds of rekillRounds for the schema and the
-// database model, in subtests of one bundle: next returns each round's
-// command and check; the kill windows come from the duration of a
-// reference operation, which timeOp measures.
-func rekillEachModel(t *testing.T, timeOp func(*bundle, *testing.T, tenancy.Model) time.Duration,
+// TestKillRerunPurgeShared is TestKillRerunPurge for a shared tenant with
+// sharedPurgeRows contacts, which its purge deletes from the shared tables
+// in one transaction: after every kill its contacts and audit entries are
+// all there or all gone, never some; the last run leaves none of them.
+func TestKillRerunPurgeShared(t *testing.T) {
+	rekillEachModel(t, []tenancy.Model{tenancy.ModelShared}, (*bundle).timePurge, (*bundle).rekillPurge)
+}
+
+// rekillPurge is a round that purges a new deleted tenant of the model.
+func (b *bundle) rekillPurge(t *testing.T, dataDB string, model tenancy.Model) (rekill, func()) {
+	tn := b.deleted(t, model)
+	r := rekill{
+		args:    purgeArgs(tn.Slug),
+		started: b.purgeStarted(t, tn.Slug),
+		held:    b.locked(t, tenantLock, tn.Slug),
+		done:    alreadyPurged(tn.Slug),
+		half:    func() string { return b.checkHalfPurged(t, dataDB, tn) },
+	}
+	return r, func() {
+		b.checkPurged(t, dataDB, tn)
+		b.mustRun(t, "audit", "verify", "--control")
+	}
+}
+
+// rekillEachModel makes two rounds of rekillRounds for each of the models,
+// in subtests of one bundle: next returns each round's command and check;
+// the kill windows come from the duration of a reference operation, which
+// timeOp measures.
+func rekillEachModel(t *testing.T, models []tenancy.Model, timeOp func(*bundle, *testing.T, tenancy.Model) time.Duration,
 	next func(b *bundle, t *testing.T, dataDB string, model tenancy.Model) (rekill, func())) {
 	b := setup(t)
 	dataDB := dataDBOf(t, b)
-	for _, model := range []tenancy.Model{tenancy.ModelSchema, tenancy.ModelDatabase} {
+	for _, model := range models {
 		t.Run(string(model), func(t *testing.T) {
 			w := window(timeOp(b, t, model))
 			b.rekillRounds(t, 2, windows{w, w}, func(int) (rekill, func()) { return next(b, t, dataDB, model) })
@@ -123,6 +139,167 @@ func TestKillRerunMoveAcrossServers(t *testing.T) {
 	})
 }
 
+// TestKillRerunMigrate kills "migrate up" over the seven targets of
+// TestKillMigrate (the shared tables, three schemas, three databases), each
+// round with a new migration that fails if applied twice, then kills its
+// re-runs, one or two of them, each at a random moment after it took the
+// fleet's lock. After every kill each target is at the version before the
+// round's migration, without its columns, or at the new one, with them: a
+// target migrates in one transaction. The last run leaves every target at
+// the latest version with the columns once and every checksum recorded
+// ("migrate status": all current, no drift), the fleet's lock free, every
+// tenant active and served.
+func TestKillRerunMigrate(t *testing.T) {
+	b := setup(t)
+	dataDB := dataDBOf(t, b)
+	f := b.newFleet(t, "krg")
+	targets := b.fleetTargets(t, dataDB, f)
+	held := b.migrating(t)
+	startup := b.timed(t, "tenants", "list")
+	_, _ = f.addMark(t, 0)
+	full := b.timed(t, f.args()...)
+	t.Logf("process start-up %v, a migration of %d targets in %v", startup, len(targets), full)
+	w := window(full - startup)
+	b.rekillRounds(t, 2, windows{w, w}, func(i int) (rekill, func()) {
+		column, version := f.addMark(t, i+1)
+		r := rekill{
+			args:    f.args(),
+			started: held,
+			held:    held,
+			half:    func() string { return checkHalfMigrated(t, targets, column, version) },
+		}
+		return r, func() {
+			b.checkMarked(t, dataDB, f, column)
+			b.checkMigrated(t, f, version)
+		}
+	})
+}
+
+// fleetLock is the advisory lock on the catalog that a run of "migrate up"
+// holds (package migrate's).
+const fleetLock int64 = 0x74656e616e6379
+
+// migrating returns a function that reports whether a run of "migrate up"
+// holds the fleet's lock, from a session other than the last it saw: a
+// killed run's session may hold it a moment longer, and must not be taken
+// for its re-run's.
+func (b *bundle) migrating(t *testing.T) func() bool {
+	var last uint32
+	return func() bool {
+		pid := b.fleetHolder(t)
+		if pid == 0 || pid == last {
+			return false
+		}
+		last = pid
+		return true
+	}
+}
+
+// fleetHolder is the process id of the catalog's session that holds the
+// fleet's lock, 0 when none does.
+func (b *bundle) fleetHolder(t *testing.T) uint32 {
+	t.Helper()
+	var pid uint32
+	err := b.catalog(t).QueryRow(context.Background(), `SELECT coalesce((SELECT pid FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND objsubid = 1
+		  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid), 0)`, fleetLock).Scan(&pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// migrationTarget is where a tenant of a fleet is migrated, and a
+// connection to its database.
+type migrationTarget struct {
+	slug, schema string
+	conn         *pgx.Conn
+}
+
+// fleetTargets returns the targets of the fleet's tenants, with one
+// connection to each database.
+func (b *bundle) fleetTargets(t *testing.T, dataDB string, f *fleet) []migrationTarget {
+	t.Helper()
+	conns := map[string]*pgx.Conn{}
+	var targets []migrationTarget
+	for _, slug := range f.slugs {
+		tn := b.tenant(t, slug)
+		db := tn.Placement.Database
+		if tn.Model == tenancy.ModelShared {
+			db = dataDB
+		}
+		if conns[db] == nil {
+			conns[db] = b.admin(t, db)
+		}
+		targets = append(targets, migrationTarget{slug: slug, schema: tn.Placement.Schema, conn: conns[db]})
+	}
+	return targets
+}
+
+// checkHalfMigrated checks the targets after a killed run of "migrate up"
+// that applies version, which adds column to contacts and deals: each is at
+// the version before, without the column, or at version, with it on both
+// tables. It returns how many are at version.
+func checkHalfMigrated(t *testing.T, targets []migrationTarget, column string, version int) string {
+	t.Helper()
+	migrated := 0
+	for _, tg := range targets {
+		var at, columns int
+		err := tg.conn.QueryRow(context.Background(), `SELECT (SELECT max(version) FROM `+pgx.Identifier{tg.schema, datamodel.VersionTable}.Sanitize()+`),
+			(SELECT count(*) FROM information_schema.columns
+			  WHERE table_schema = $1 AND table_name IN ('contacts', 'deals') AND column_name = $2)`, tg.schema, column).Scan(&at, &columns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case at == version && columns == 2:
+			migrated++
+		case at == version-1 && columns == 0:
+		default:
+			t.Fatalf("a killed migration left tenant %s at version %d with %d of 2 columns %s; want version %d without them or %d with both",
+				tg.slug, at, columns, column, version-1, version)
+		}
+	}
+	return fmt.Sprintf("%d of %d targets migrated", migrated, len(targets))
+}
+
+// checkMigrated checks a fleet after a finished "migrate up" to version:
+// "migrate status" finds every target current (at version, every
+// migration's checksum recorded, no drift), no session holds the fleet's
+// lock, and every tenant is served.
+func (b *bundle) checkMigrated(t *testing.T, f *fleet, version int) {
+	t.Helper()
+	out := b.mustRun(t, "migrate", "status", "--migrations", f.dir, "--json")
+	var st struct {
+		Latest  int
+		Targets []struct {
+			Target  struct{ Schema string }
+			State   datamodel.State
+			Summary string
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("migrate status --json: %v\n%s", err, out)
+	}
+	if st.Latest != version || len(st.Targets) != len(f.slugs) {
+		t.Fatalf("migrate status: latest %d, %d targets; want %d and %d\n%s", st.Latest, len(st.Targets), version, len(f.slugs), out)
+	}
+	for _, tg := range st.Targets {
+		if tg.Summary != "current" || tg.State.Version != version || len(tg.State.Drift) != 0 {
+			t.Fatalf("migrate status: target %s %s at version %d (drift %v); want current at %d\n%s",
+				tg.Target.Schema, tg.Summary, tg.State.Version, tg.State.Drift, version, out)
+		}
+	}
+	if pid := b.fleetHolder(t); pid != 0 {
+		t.Fatalf("session %d holds the fleet's lock after the last run", pid)
+	}
+	p := b.openPlatform(t)
+	for _, slug := range f.slugs {
+		checkServedBy(t, p, slug, 0)
+	}
+}
+
 // rekillMove is a round that moves the tenant slug, which has rows
 // contacts, to to, among servers.
 func (b *bundle) rekillMove(t *testing.T, servers map[string]*pgtest.Server, slug string, to dest, rows int) rekill {
@@ -140,7 +317,7 @@ type rekill struct {
 	args    []string      // the command
 	started func() bool   // whether the first run's operation has begun
 	held    func() bool   // whether a run holds the tenant's lock: its work has begun
-	done    string        // what a run says when there is nothing left to do
+	done    string        // what a run says when there is nothing left to do, if anything
 	half    func() string // when not nil, checks what a kill left and describes it
 }
 
@@ -205,7 +382,7 @@ func (b *bundle) killRuns(t *testing.T, r rekill, w *windows, most int) (kills i
 		case run.killed:
 			killed(run.after)
 			continue
-		case run.err == nil || strings.Contains(run.out, r.done):
+		case run.err == nil || r.done != "" && strings.Contains(run.out, r.done):
 			what = append(what, "a re-run ended by itself")
 			return kills, what
 		}
