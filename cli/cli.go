@@ -83,7 +83,7 @@ Usage:
                                        create one tenant per isolation model with sample data and a demo
                                        user, serve the example CRM, the control API and the dashboard on
                                        loopback, and print how to try them; Ctrl-C stops
-  tenancy serve [--addr A] [--operator-token T] [--redis URL [--redis-fail open|closed]]
+  tenancy serve [--addr A] [--operator-token T] [--redis URL [--redis-fail open|closed]] [--max-conns N]
                                        the same server, without sample data; the control API and dashboard
                                        open to named operators' tokens (tenancy operators add) and to the
                                        shared token T, if given ($TENANCY_OPERATOR_TOKEN); one is needed.

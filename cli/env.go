@@ -29,6 +29,7 @@ type common struct {
 	retention   time.Duration          // how long deleted tenants are kept; 0: the default
 	limits      bool                   // enforce tenants' plans (the serving commands)
 	redis       *platform.LimitsConfig // with limits: Redis-backed request budgets; nil: each node's own
+	maxConns    int                    // the router's budget per server; 0: the default
 }
 
 func (m *Main) flags(name string, c *common) *flag.FlagSet {
@@ -144,7 +145,8 @@ func (m *Main) open(ctx context.Context, c *common) (p *platform.Platform, dataU
 		}
 		model = os.DirFS(c.migrations)
 	}
-	cfg := platform.Config{CatalogURL: catalogURL, DataModel: model, Retention: c.retention, AppPassword: m.Getenv("TENANCY_APP_PASSWORD")}
+	cfg := platform.Config{CatalogURL: catalogURL, DataModel: model, Retention: c.retention, AppPassword: m.Getenv("TENANCY_APP_PASSWORD"),
+		MaxConnsPerServer: c.maxConns}
 	if k := m.Getenv("TENANCY_SECRET_KEY"); k != "" {
 		if cfg.SecretKey, err = catalog.ParseSecretKey(k); err != nil {
 			return nil, "", fmt.Errorf("TENANCY_SECRET_KEY: %w", err)

@@ -402,7 +402,7 @@ func TestServeWithRedis(t *testing.T) {
 	t.Parallel()
 	s := pgtest.DefaultServer(t)
 	env := map[string]string{"TENANCY_DATABASE_URL": s.URL(s.NewDatabase(t, "")), "TENANCY_OPERATOR_TOKEN": "serve-test-operator-token"}
-	for _, args := range [][]string{{"--redis", "http://nowhere"}, {"--redis-fail", "maybe"}} {
+	for _, args := range [][]string{{"--redis", "http://nowhere"}, {"--redis-fail", "maybe"}, {"--max-conns", "0"}} {
 		if r := run(t, env, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...); r.code != 2 {
 			t.Errorf("serve %v: exit %d (%s), want 2", args, r.code, r.err)
 		}

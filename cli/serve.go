@@ -30,6 +30,7 @@ type serveFlags struct {
 	operatorToken string
 	redisURL      string // shared request budgets; "": each node its own
 	redisFail     string // open or closed
+	maxConns      int    // the router's connection budget per server
 	// fallbackPort: if addr is taken, listen on a free port of its host.
 	fallbackPort bool
 }
@@ -41,6 +42,7 @@ func (m *Main) serveFlags(fs *flag.FlagSet, sf *serveFlags, addr string) {
 	fs.StringVar(&sf.redisURL, "redis", m.Getenv("TENANCY_REDIS_URL"),
 		"redis:// URL where every app node keeps the tenants' request budgets (default: $TENANCY_REDIS_URL; none: each node its own)")
 	fs.StringVar(&sf.redisFail, "redis-fail", "open", "while Redis is unavailable: open (each node's own budget) or closed (503)")
+	fs.IntVar(&sf.maxConns, "max-conns", 50, "this node's connection budget per PostgreSQL server, across its databases")
 }
 
 // flagSet reports whether the flag was given on the command line.
@@ -69,6 +71,9 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	c.limits = true
 	if c.redis, err = m.redisLimits(&sf); err != nil {
 		return err
+	}
+	if c.maxConns = sf.maxConns; c.maxConns < 1 {
+		return tenancy.Errorf(tenancy.CodeInvalid, "--max-conns must be at least 1, got %d", sf.maxConns)
 	}
 	p, _, err := m.open(ctx, &c)
 	if err != nil {
