@@ -15,6 +15,7 @@ import (
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/catalog"
 	"github.com/tenancyhq/tenancy/datamodel"
+	"github.com/tenancyhq/tenancy/internal/dataplane"
 )
 
 // fleetLock is the advisory lock, on the catalog database, that one migrator
@@ -459,13 +460,9 @@ func (r *run) finish(start time.Time) {
 	r.report.Elapsed = time.Since(start)
 }
 
-// parseDSN parses a server's administrative DSN.
+// parseDSN parses a server's administrative DSN (see dataplane.AdminConfig).
 func parseDSN(s *tenancy.Server) (*pgx.ConnConfig, error) {
-	cfg, err := pgx.ParseConfig(s.DSN)
-	if err != nil {
-		return nil, fmt.Errorf("server %q: %w", s.Name, err)
-	}
-	return cfg, nil
+	return dataplane.AdminConfig(s, "")
 }
 
 // InProgress reports whether a fleet migration is running on the catalog:

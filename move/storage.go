@@ -20,12 +20,9 @@ func (m *Mover) connect(ctx context.Context, server, db string) (*pgx.Conn, erro
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := pgx.ParseConfig(s.DSN)
+	cfg, err := dataplane.AdminConfig(s, db)
 	if err != nil {
-		return nil, fmt.Errorf("server %q: %w", s.Name, err)
-	}
-	if db != "" {
-		cfg.Database = db
+		return nil, err
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {

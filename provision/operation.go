@@ -10,6 +10,7 @@ import (
 
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/catalog"
+	"github.com/tenancyhq/tenancy/internal/dataplane"
 )
 
 // step is one recorded step of an operation. Every step is idempotent: a
@@ -79,12 +80,9 @@ func (s *session) conn(ctx context.Context, db string) (*pgx.Conn, error) {
 	if c := s.conns[db]; c != nil && !c.IsClosed() {
 		return c, nil
 	}
-	cfg, err := pgx.ParseConfig(s.server.DSN)
+	cfg, err := dataplane.AdminConfig(s.server, db)
 	if err != nil {
-		return nil, fmt.Errorf("server %q: %w", s.server.Name, err)
-	}
-	if db != "" {
-		cfg.Database = db
+		return nil, err
 	}
 	c, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
