@@ -11,6 +11,7 @@ import (
 	"github.com/tenancyhq/tenancy"
 	"github.com/tenancyhq/tenancy/audit"
 	"github.com/tenancyhq/tenancy/catalog"
+	"github.com/tenancyhq/tenancy/internal/dataplane"
 	"github.com/tenancyhq/tenancy/platform"
 )
 
@@ -90,11 +91,10 @@ func (m *Main) runAudit(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := pgx.ParseConfig(s.DSN)
+	cfg, err := dataplane.AdminConfig(s, t.Placement.Database)
 	if err != nil {
-		return fmt.Errorf("server %q: %w", s.Name, err)
+		return err
 	}
-	cfg.Database = t.Placement.Database
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("connect to %s/%s: %w", s.Name, cfg.Database, err)

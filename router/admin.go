@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenancyhq/tenancy"
+	"github.com/tenancyhq/tenancy/internal/dataplane"
 )
 
 // AdminOpts describe a cross-tenant administrative transaction.
@@ -36,12 +37,9 @@ func (r *Router) AdminTx(ctx context.Context, opts *AdminOpts, fn func(pgx.Tx) e
 	if err != nil {
 		return err
 	}
-	cfg, err := pgx.ParseConfig(s.DSN)
+	cfg, err := dataplane.AdminConfig(s, opts.Database)
 	if err != nil {
-		return fmt.Errorf("server %q: %w", s.Name, err)
-	}
-	if opts.Database != "" {
-		cfg.Database = opts.Database
+		return err
 	}
 	r.cfg.Logger.InfoContext(ctx, "admin transaction", "actor", actor.String(), "reason", opts.Reason,
 		"server", s.Name, "database", cfg.Database, "request_id", tenancy.RequestIDFromContext(ctx))
