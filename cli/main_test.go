@@ -189,6 +189,18 @@ func runServing(t *testing.T, env map[string]string, check func(out string), arg
 	}
 }
 
+// installation returns the environment of a fresh installation: a catalog
+// and one server, pg1, in databases of the test server.
+func installation(t *testing.T) map[string]string {
+	t.Helper()
+	s := pgtest.DefaultServer(t)
+	env := map[string]string{"TENANCY_DATABASE_URL": s.URL(s.NewDatabase(t, ""))}
+	if r := run(t, env, "servers", "add", "pg1", "--dsn", s.URL(s.NewDatabase(t, ""))); r.code != 0 {
+		t.Fatalf("servers add: %d %s", r.code, r.err)
+	}
+	return env
+}
+
 // runPrintedCurls runs the lines after "Try:" with bash, as a user would
 // paste them, and fails on the first that fails.
 func runPrintedCurls(t *testing.T, out string) {
@@ -272,11 +284,7 @@ func TestTenantsCommands(t *testing.T) {
 // (behind the token), health and metrics.
 func TestServe(t *testing.T) {
 	t.Parallel()
-	s := pgtest.DefaultServer(t)
-	env := map[string]string{"TENANCY_DATABASE_URL": s.URL(s.NewDatabase(t, ""))}
-	if r := run(t, env, "servers", "add", "pg1", "--dsn", s.URL(s.NewDatabase(t, ""))); r.code != 0 {
-		t.Fatalf("servers add: %d %s", r.code, r.err)
-	}
+	env := installation(t)
 	if r := run(t, env, "serve", "--addr", "127.0.0.1:0"); r.code != 2 || !strings.Contains(r.err, "tenancy operators add") {
 		t.Fatalf("serve without a token or an operator: exit %d %s", r.code, r.err)
 	}

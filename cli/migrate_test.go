@@ -22,11 +22,7 @@ import (
 // current, and bad flags change nothing.
 func TestMigrateCommands(t *testing.T) {
 	t.Parallel()
-	s := pgtest.DefaultServer(t)
-	env := map[string]string{"TENANCY_DATABASE_URL": s.URL(s.NewDatabase(t, ""))}
-	if r := run(t, env, "servers", "add", "pg1", "--dsn", s.URL(s.NewDatabase(t, ""))); r.code != 0 {
-		t.Fatalf("servers add: %d %s", r.code, r.err)
-	}
+	env := installation(t)
 	for _, model := range []string{"shared", "schema", "database"} {
 		if r := run(t, env, "tenants", "create", pgtest.UniqueName("mg"), "--model", model); r.code != 0 {
 			t.Fatalf("tenants create: %d %s", r.code, r.err)

@@ -196,11 +196,7 @@ func TestOperatorsCommands(t *testing.T) {
 // what is missing without it.
 func TestServersEncrypt(t *testing.T) {
 	t.Parallel()
-	s := pgtest.DefaultServer(t)
-	env := map[string]string{"TENANCY_DATABASE_URL": s.URL(s.NewDatabase(t, ""))}
-	if r := run(t, env, "servers", "add", "pg1", "--dsn", s.URL(s.NewDatabase(t, ""))); r.code != 0 {
-		t.Fatalf("servers add: %d %s", r.code, r.err)
-	}
+	env := installation(t)
 	if r := run(t, env, "servers", "encrypt"); r.code != 2 || !strings.Contains(r.err, "TENANCY_SECRET_KEY") {
 		t.Errorf("servers encrypt without a key: %d %s", r.code, r.err)
 	}
@@ -231,11 +227,7 @@ func TestServersEncrypt(t *testing.T) {
 // input exits 2 and changes nothing.
 func TestPlansCommands(t *testing.T) {
 	t.Parallel()
-	s := pgtest.DefaultServer(t)
-	env := map[string]string{"TENANCY_DATABASE_URL": s.URL(s.NewDatabase(t, ""))}
-	if r := run(t, env, "servers", "add", "pg1", "--dsn", s.URL(s.NewDatabase(t, ""))); r.code != 0 {
-		t.Fatalf("servers add: %d %s", r.code, r.err)
-	}
+	env := installation(t)
 	limitsOf := func(args ...string) tenancy.Limits {
 		t.Helper()
 		r := run(t, env, append(args, "--json")...)
