@@ -36,6 +36,26 @@ type Overrides struct {
 	DBTime           *float64       `json:"db_time,omitempty"`
 }
 
+// Merge returns o with the fields that p sets replaced by p's.
+func (o Overrides) Merge(p Overrides) Overrides {
+	if p.RPS != nil {
+		o.RPS = p.RPS
+	}
+	if p.Burst != nil {
+		o.Burst = p.Burst
+	}
+	if p.MaxConcurrentTx != nil {
+		o.MaxConcurrentTx = p.MaxConcurrentTx
+	}
+	if p.StatementTimeout != nil {
+		o.StatementTimeout = p.StatementTimeout
+	}
+	if p.DBTime != nil {
+		o.DBTime = p.DBTime
+	}
+	return o
+}
+
 // Apply returns l with the overrides applied.
 func (o Overrides) Apply(l tenancy.Limits) tenancy.Limits {
 	if o.RPS != nil {

@@ -50,26 +50,6 @@ func (lf *limitFlags) overrides(fs *flag.FlagSet) catalog.Overrides {
 	return o
 }
 
-// merge returns o with the fields that given sets replaced.
-func merge(o, given catalog.Overrides) catalog.Overrides {
-	if given.RPS != nil {
-		o.RPS = given.RPS
-	}
-	if given.Burst != nil {
-		o.Burst = given.Burst
-	}
-	if given.MaxConcurrentTx != nil {
-		o.MaxConcurrentTx = given.MaxConcurrentTx
-	}
-	if given.StatementTimeout != nil {
-		o.StatementTimeout = given.StatementTimeout
-	}
-	if given.DBTime != nil {
-		o.DBTime = given.DBTime
-	}
-	return o
-}
-
 // runPlans runs "tenancy plans list|set": each tier's limits. A change
 // reaches every app node within moments, without a restart.
 func (m *Main) runPlans(ctx context.Context, args []string) error {
@@ -169,7 +149,7 @@ func (m *Main) runTenantsLimits(ctx context.Context, args []string) error {
 		if clear {
 			o = catalog.Overrides{}
 		} else {
-			o = merge(o, given)
+			o = o.Merge(given)
 		}
 		if err := p.Catalog.SetOverrides(ctx, t.ID, o); err != nil {
 			return err
