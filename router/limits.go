@@ -51,18 +51,26 @@ func (r *Router) admit(ctx context.Context, t *tenancy.Tenant) (timeout time.Dur
 				t.Slug, l.DBTime, wait.Round(time.Millisecond)+time.Millisecond)
 		}
 	}
-	// charge takes the transaction's time, from now (a slot held), from the
-	// tenant's budget.
-	charge := func() func() {
-		if l.DBTime == 0 {
-			return func() {}
+	if l.MaxConcurrentTx > 0 {
+		if err := r.takeSlot(ctx, t, l.MaxConcurrentTx); err != nil {
+			return 0, nil, err
 		}
-		start := time.Now()
-		return func() { r.dbTime.charge(t.ID, l.DBTime, time.Since(start)) }
 	}
-	if l.MaxConcurrentTx == 0 {
-		return l.StatementTimeout, charge(), nil
-	}
+	start := time.Now() // the transaction's time, charged to its budget, counts from here
+	return l.StatementTimeout, func() {
+		if l.DBTime > 0 {
+			r.dbTime.charge(t.ID, l.DBTime, time.Since(start))
+		}
+		if l.MaxConcurrentTx > 0 {
+			r.slots.release(t.ID)
+		}
+	}, nil
+}
+
+// takeSlot waits for one of the tenant's limit slots: at most Config.TxWait
+// (or until ctx's deadline), behind at most Config.TxQueue others, or fails
+// with CodeRateLimited.
+func (r *Router) takeSlot(ctx context.Context, t *tenancy.Tenant, limit int) error {
 	wait := r.cfg.TxWait
 	if wait <= 0 {
 		wait = defaultTxWait
@@ -71,17 +79,14 @@ func (r *Router) admit(ctx context.Context, t *tenancy.Tenant) (timeout time.Dur
 	if queue <= 0 {
 		queue = defaultTxQueue
 	}
-	err = r.slots.acquire(ctx, t.ID, l.MaxConcurrentTx, wait, queue)
+	err := r.slots.acquire(ctx, t.ID, limit, wait, queue)
 	switch {
 	case errors.Is(err, errQueueFull):
-		return 0, nil, tenancy.Errorf(tenancy.CodeRateLimited, "tenant %q has %d transactions running, its limit, and %d waiting; retry later", t.Slug, l.MaxConcurrentTx, queue)
+		return tenancy.Errorf(tenancy.CodeRateLimited, "tenant %q has %d transactions running, its limit, and %d waiting; retry later", t.Slug, limit, queue)
 	case errors.Is(err, errWaited), errors.Is(err, context.DeadlineExceeded):
-		return 0, nil, tenancy.Errorf(tenancy.CodeRateLimited, "tenant %q has %d transactions running, its limit; none ended in time, retry later", t.Slug, l.MaxConcurrentTx)
-	case err != nil:
-		return 0, nil, err
+		return tenancy.Errorf(tenancy.CodeRateLimited, "tenant %q has %d transactions running, its limit; none ended in time, retry later", t.Slug, limit)
 	}
-	charged := charge()
-	return l.StatementTimeout, func() { charged(); r.slots.release(t.ID) }, nil
+	return err
 }
 
 // timeoutSetting is the value of statement_timeout for the prelude: "" keeps
